@@ -1,0 +1,1 @@
+"""Measurement: tracking events, the durable event log, and counting by IAB rules."""

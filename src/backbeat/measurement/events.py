@@ -1,0 +1,78 @@
+"""The record every tracking endpoint and the ad server append to the event log.
+
+One flat, versioned JSON object per record (orjson), so that Python readers, Beam
+pipelines and DuckDB can all read it without Backbeat's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+
+class EventType(StrEnum):
+    """Kinds of record; the first seven are client-confirmed plays and clicks (VAST names)."""
+
+    IMPRESSION = "impression"
+    START = "start"
+    FIRST_QUARTILE = "firstQuartile"
+    MIDPOINT = "midpoint"
+    THIRD_QUARTILE = "thirdQuartile"
+    COMPLETE = "complete"
+    CLICK = "click"
+    ERROR = "error"
+    REJECTED = "rejected"
+    OPPORTUNITY = "opportunity"
+
+
+DELIVERY_EVENTS: tuple[EventType, ...] = (
+    EventType.IMPRESSION,
+    EventType.START,
+    EventType.FIRST_QUARTILE,
+    EventType.MIDPOINT,
+    EventType.THIRD_QUARTILE,
+    EventType.COMPLETE,
+    EventType.CLICK,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One tracked event.
+
+    ``ts`` is seconds since the epoch (UTC). ``price_micros`` is the charged CPM in
+    millionths of ``currency`` (set on impressions). ``reason`` explains rejected,
+    error and no-fill records. ``attrs`` carries free-form request attributes
+    (decision-log opportunities).
+    """
+
+    type: str
+    ts: float
+    decision_id: str = ""
+    line_item_id: int | None = None
+    campaign_id: int | None = None
+    creative_id: int | None = None
+    slot_id: int | None = None
+    listener: str = ""
+    price_micros: int = 0
+    currency: str = ""
+    ip: str = ""
+    user_agent: str = ""
+    reason: str | None = None
+    attrs: dict[str, Any] | None = None
+
+    def to_bytes(self) -> bytes:
+        record = asdict(self)
+        record["v"] = SCHEMA_VERSION
+        return orjson.dumps(record)
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> Event:
+        record = orjson.loads(payload)
+        record.pop("v", None)
+        return cls(**record)
