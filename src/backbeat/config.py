@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     event_log_dir: Path | None = None
     admin_key: str | None = None
-    signing_key: str = Field(default="", description="HMAC key for tracking URLs; derived under var/ when empty")
+    signing_key: str = Field(
+        default="", description="HMAC key for tracking URLs; derived under var/ when empty"
+    )
     public_base_url: str = "http://127.0.0.1:8000"
     tracking_ttl_seconds: int = 7 * 24 * 3600
     catalog_poll_seconds: float = 1.0

@@ -1,16 +1,16 @@
 """The one error tree of Backbeat, mapped once to HTTP problems and CLI exit codes.
 
-    BackbeatError (500)
-    ├── InvalidInput (422)          bad values; ``reason`` is machine-readable
-    │   └── InvalidTargeting
-    ├── Unauthenticated (401)
-    ├── PermissionDenied (403)
-    │   ├── InvalidSignature        a forged tracking URL
-    │   └── TrackingUrlExpired      (410) an expired tracking URL
-    ├── NotFound (404)
-    ├── Conflict (409)              e.g. a stale concurrent write, an archived object
-    ├── PreconditionFailed (412)    If-Match does not match the current version
-    └── DatabaseNotMigrated (503)   the schema is behind the code
+BackbeatError (500)
+├── InvalidInput (422)          bad values; ``reason`` is machine-readable
+│   └── InvalidTargeting
+├── Unauthenticated (401)
+├── PermissionDenied (403)
+│   ├── InvalidSignature        a forged tracking URL
+│   └── TrackingUrlExpired      (410) an expired tracking URL
+├── NotFound (404)
+├── Conflict (409)              e.g. a stale concurrent write, an archived object
+├── PreconditionFailed (412)    If-Match does not match the current version
+└── DatabaseNotMigrated (503)   the schema is behind the code
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""The FastAPI application: management API, ad serving, tracking and reports in one service."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from backbeat import __version__
+from backbeat.api.deps import Services
+from backbeat.api.middleware import MetricsMiddleware
+from backbeat.api.problems import install_problem_handlers
+from backbeat.api.routes import catalog, health, keys, reports, serving, tracking
+from backbeat.config import Settings, get_settings
+from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
+from backbeat.measurement.eventlog import EventLogWriter
+from backbeat.measurement.tracking import Tracker
+from backbeat.observability import configure_logging, log
+from backbeat.reporting.service import delivered_so_far
+from backbeat.serving.ledger import MemoryLedger
+from backbeat.serving.server import AdServer
+from backbeat.serving.signing import UrlSigner
+
+
+def load_signing_key(settings: Settings) -> bytes:
+    """The configured key, or one made once under ``var/`` and shared by every local worker."""
+    if settings.signing_key:
+        return settings.signing_key.encode()
+    path = settings.var_dir / "signing.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
+    engine = make_engine(settings.resolved_database_url)
+    if settings.is_embedded_database:
+        migrate(settings.resolved_database_url)
+    ensure_migrated(engine)
+    sessions = make_session_factory(engine)
+    signer = UrlSigner(load_signing_key(settings), settings.public_base_url)
+    ledger = MemoryLedger()
+    with sessions() as session:
+        line_items, campaigns = delivered_so_far(session)
+    ledger.seed(line_items=line_items, campaigns=campaigns)
+    event_log = EventLogWriter(Path(settings.resolved_event_log_dir))
+    ad_server = AdServer(
+        session_factory=sessions,
+        ledger=ledger,
+        signer=signer,
+        clock=clock,
+        tracking_ttl_seconds=settings.tracking_ttl_seconds,
+    )
+    ad_server.refresh(force=True)
+    tracker = Tracker(signer=signer, log=event_log, clock=clock)
+    return Services(settings, engine, sessions, event_log, ad_server, tracker)
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+) -> FastAPI:
+    """Build the app; services start in the lifespan so importing never touches the database."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, clock)
+        app.state.services = services
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=services.ad_server.watch, args=(stop, settings.catalog_poll_seconds), daemon=True
+        )
+        watcher.start()
+        log.info(
+            "backbeat started", database=services.engine.url.render_as_string(hide_password=True)
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            services.ad_server.poke()
+            watcher.join(timeout=5)
+            services.event_log.close()
+            services.engine.dispose()
+
+    configure_logging(settings.log_level, json=settings.log_json)
+    app = FastAPI(
+        title="Backbeat",
+        version=__version__,
+        summary="Open-source advertising platform for audio: book, serve VAST 4.2, track, report.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (
+        *catalog.ROUTERS,
+        keys.router,
+        serving.router,
+        tracking.router,
+        reports.router,
+        health.router,
+    ):
+        app.include_router(router)
+    app.add_middleware(MetricsMiddleware)
+    return app

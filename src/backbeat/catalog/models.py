@@ -1,0 +1,152 @@
+"""ORM models of what is booked: advertisers, campaigns, line items, creatives, ad slots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
+
+from backbeat.catalog.vocabulary import Pacing, Status
+from backbeat.db import Base
+from backbeat.types import Money, UTCDateTime, utcnow
+
+
+class Versioned:
+    """Optimistic concurrency: every UPDATE checks and bumps ``version`` (a stale write fails)."""
+
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=Status.ACTIVE)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+class Advertiser(Versioned, Base):
+    __tablename__ = "advertisers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    domain: Mapped[str | None] = mapped_column(String(253))
+    category: Mapped[str | None] = mapped_column(String(64))
+
+    campaigns: Mapped[list[Campaign]] = relationship(back_populates="advertiser")
+
+
+class ApiKey(Base):
+    """A per-advertiser API key; only its SHA-256 digest is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    advertiser_id: Mapped[int] = mapped_column(
+        ForeignKey("advertisers.id"), nullable=False, index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Campaign(Versioned, Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    advertiser_id: Mapped[int] = mapped_column(
+        ForeignKey("advertisers.id"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    total_budget: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+
+    advertiser: Mapped[Advertiser] = relationship(back_populates="campaigns")
+    line_items: Mapped[list[LineItem]] = relationship(back_populates="campaign")
+
+
+class LineItem(Versioned, Base):
+    """A sub-campaign: what to buy (tier, price, goal, budget, pacing, cap, targeting)."""
+
+    __tablename__ = "line_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    advertiser_id: Mapped[int] = mapped_column(
+        ForeignKey("advertisers.id"), nullable=False, index=True
+    )
+    tier: Mapped[str] = mapped_column(String(16), nullable=False)
+    cpm: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    budget: Mapped[Decimal | None] = mapped_column(Money)
+    goal_impressions: Mapped[int | None] = mapped_column(BigInteger)
+    pacing: Mapped[str] = mapped_column(String(8), nullable=False, default=Pacing.EVEN)
+    cap_count: Mapped[int | None] = mapped_column(Integer)
+    cap_period: Mapped[str | None] = mapped_column(String(8))
+    targeting: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+
+    @property
+    def frequency_cap(self) -> dict[str, Any] | None:
+        if self.cap_count is None:
+            return None
+        return {"count": self.cap_count, "period": self.cap_period}
+
+    @frequency_cap.setter
+    def frequency_cap(self, cap: dict[str, Any] | None) -> None:
+        self.cap_count = None if cap is None else cap["count"]
+        self.cap_period = None if cap is None else cap["period"]
+
+    campaign: Mapped[Campaign] = relationship(back_populates="line_items")
+    creatives: Mapped[list[Creative]] = relationship(back_populates="line_item")
+
+
+class Creative(Versioned, Base):
+    """An audio ad: the file a player fetches and where a click goes."""
+
+    __tablename__ = "creatives"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line_item_id: Mapped[int] = mapped_column(
+        ForeignKey("line_items.id"), nullable=False, index=True
+    )
+    advertiser_id: Mapped[int] = mapped_column(
+        ForeignKey("advertisers.id"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    media_url: Mapped[str] = mapped_column(Text, nullable=False)
+    mime_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    bitrate_kbps: Mapped[int | None] = mapped_column(Integer)
+    click_url: Mapped[str | None] = mapped_column(Text)
+    categories: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+
+    line_item: Mapped[LineItem] = relationship(back_populates="creatives")
+
+
+class AdSlot(Versioned, Base):
+    """Inventory: a place where ads run, with the lowest CPM it accepts."""
+
+    __tablename__ = "ad_slots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    surface: Mapped[str] = mapped_column(String(16), nullable=False)
+    position: Mapped[str] = mapped_column(String(16), nullable=False)
+    reserve_cpm: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+
+
+class CatalogState(Base):
+    """One row whose ``version`` grows on every catalog write; servers poll it to refresh."""
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -1,0 +1,365 @@
+"""Request and response shapes of the management API (Pydantic), apart from the ORM.
+
+Validation failures carry a machine-readable error ``type`` (``end_before_start``,
+``negative_amount``, ``unknown_targeting_key``, ``missing_media`` …) which the API
+turns into the problem's ``reason``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+import pycountry
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from backbeat.catalog.targeting import validate_targeting
+from backbeat.catalog.vocabulary import (
+    MIME_TYPES,
+    CapPeriod,
+    Pacing,
+    Position,
+    Status,
+    Surface,
+    Tier,
+)
+from backbeat.errors import InvalidTargeting
+from backbeat.types import format_money
+
+MAX_AMOUNT = Decimal(10) ** 12
+CURRENCIES = frozenset(currency.alpha_3 for currency in pycountry.currencies)
+
+
+def _check_amount(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise PydanticCustomError("invalid_amount", "amount must be a finite number")
+    if value < 0:
+        raise PydanticCustomError("negative_amount", "amount must not be negative")
+    if value >= MAX_AMOUNT:
+        raise PydanticCustomError("amount_too_large", "amount must be below 10^12")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        raise PydanticCustomError("amount_too_precise", "amount has more than 6 decimal places")
+    return value
+
+
+def _check_currency(value: str) -> str:
+    if value not in CURRENCIES:
+        raise PydanticCustomError("unknown_currency", "currency must be an ISO 4217 code, e.g. USD")
+    return value
+
+
+# RFC 3986 characters only (no brackets: players and the VAST XSD's anyURI refuse them),
+# and every % starts a valid escape.
+_URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not _URI_CHARS.fullmatch(value)
+    ):
+        raise PydanticCustomError(
+            "invalid_url", "must be an absolute http(s) URL of RFC 3986 characters"
+        )
+    return value
+
+
+def _check_targeting(value: Any) -> dict[str, list[Any]]:
+    try:
+        return validate_targeting(value)
+    except InvalidTargeting as error:
+        raise PydanticCustomError(error.reason.replace("-", "_"), error.detail) from None
+
+
+Amount = Annotated[Decimal, AfterValidator(_check_amount)]
+MoneyOut = Annotated[Decimal, PlainSerializer(format_money, return_type=str)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_check_currency)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_url)]
+Category = Annotated[str, StringConstraints(pattern=r"^IAB\d{1,2}(-\d{1,2})?$")]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class Input(BaseModel):
+    """Unknown fields are an error: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _require_order(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and end <= start:
+        raise PydanticCustomError("end_before_start", "end_at must be after start_at")
+
+
+# --- advertisers -------------------------------------------------------------------
+
+
+class AdvertiserCreate(Input):
+    name: Name
+    domain: Annotated[str, StringConstraints(max_length=253)] | None = None
+    category: Category | None = None
+
+
+class AdvertiserUpdate(Input):
+    name: Name | None = None
+    domain: Annotated[str, StringConstraints(max_length=253)] | None = None
+    category: Category | None = None
+
+
+class AdvertiserRead(Output):
+    id: int
+    name: str
+    domain: str | None
+    category: str | None
+    status: Status
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- campaigns ---------------------------------------------------------------------
+
+
+class CampaignCreate(Input):
+    advertiser_id: Id | None = Field(
+        default=None, description="Defaults to the caller's advertiser"
+    )
+    name: Name
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    total_budget: Amount
+    currency: Currency = "USD"
+
+    @model_validator(mode="after")
+    def _flight(self) -> CampaignCreate:
+        _require_order(self.start_at, self.end_at)
+        return self
+
+
+class CampaignUpdate(Input):
+    name: Name | None = None
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    total_budget: Amount | None = None
+
+    @model_validator(mode="after")
+    def _flight(self) -> CampaignUpdate:
+        _require_order(self.start_at, self.end_at)
+        return self
+
+
+class CampaignRead(Output):
+    id: int
+    advertiser_id: int
+    name: str
+    start_at: datetime
+    end_at: datetime
+    total_budget: MoneyOut
+    currency: str
+    status: Status
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- line items --------------------------------------------------------------------
+
+
+class FrequencyCap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: Annotated[int, Field(ge=1, le=100_000)]
+    period: CapPeriod
+
+
+class LineItemFields(Input):
+    """Fields shared by create and update; ``targeting: null`` means "everyone" (``{}``)."""
+
+    targeting: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("targeting", mode="before")
+    @classmethod
+    def _targeting(cls, value: Any) -> Any:
+        return _check_targeting(value)
+
+
+class LineItemCreate(LineItemFields):
+    campaign_id: Id
+    name: Name
+    tier: Tier
+    cpm: Amount
+    budget: Amount | None = None
+    goal_impressions: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    pacing: Pacing = Pacing.EVEN
+    frequency_cap: FrequencyCap | None = None
+
+
+class LineItemUpdate(LineItemFields):
+    name: Name | None = None
+    tier: Tier | None = None
+    cpm: Amount | None = None
+    budget: Amount | None = None
+    goal_impressions: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    pacing: Pacing | None = None
+    frequency_cap: FrequencyCap | None = None
+
+
+class LineItemRead(Output):
+    id: int
+    campaign_id: int
+    advertiser_id: int
+    name: str
+    tier: Tier
+    cpm: MoneyOut
+    budget: MoneyOut | None
+    goal_impressions: int | None
+    pacing: Pacing
+    frequency_cap: FrequencyCap | None
+    targeting: dict[str, Any]
+    status: Status
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- creatives ---------------------------------------------------------------------
+
+
+class CreativeFields(Input):
+    @model_validator(mode="before")
+    @classmethod
+    def _media_present(cls, data: Any) -> Any:
+        # "No media" is its own reason: a creative without audio cannot serve.
+        if isinstance(data, dict) and "media_url" in data and not data["media_url"]:
+            raise PydanticCustomError("missing_media", "a creative needs a media_url")
+        return data
+
+
+class CreativeCreate(CreativeFields):
+    line_item_id: Id
+    name: Name
+    media_url: Url
+    mime_type: Annotated[str, Field(json_schema_extra={"enum": sorted(MIME_TYPES)})] = "audio/mpeg"
+    duration_ms: Annotated[int, Field(ge=1_000, le=600_000)]
+    bitrate_kbps: Annotated[int, Field(ge=8, le=3_000)] | None = None
+    click_url: Url | None = None
+    categories: Annotated[list[Category], Field(max_length=20)] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("media_url"):
+            raise PydanticCustomError("missing_media", "a creative needs a media_url")
+        return data
+
+    @field_validator("mime_type")
+    @classmethod
+    def _mime(cls, value: str) -> str:
+        if value not in MIME_TYPES:
+            raise PydanticCustomError("unsupported_mime_type", "mime_type must be an audio type")
+        return value
+
+
+class CreativeUpdate(CreativeFields):
+    name: Name | None = None
+    media_url: Url | None = None
+    mime_type: str | None = None
+    duration_ms: Annotated[int, Field(ge=1_000, le=600_000)] | None = None
+    bitrate_kbps: Annotated[int, Field(ge=8, le=3_000)] | None = None
+    click_url: Url | None = None
+    categories: Annotated[list[Category], Field(max_length=20)] | None = None
+
+    @field_validator("mime_type")
+    @classmethod
+    def _mime(cls, value: str | None) -> str | None:
+        if value is not None and value not in MIME_TYPES:
+            raise PydanticCustomError("unsupported_mime_type", "mime_type must be an audio type")
+        return value
+
+
+class CreativeRead(Output):
+    id: int
+    line_item_id: int
+    advertiser_id: int
+    name: str
+    media_url: str
+    mime_type: str
+    duration_ms: int
+    bitrate_kbps: int | None
+    click_url: str | None
+    categories: list[str]
+    status: Status
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- ad slots ----------------------------------------------------------------------
+
+
+class AdSlotCreate(Input):
+    name: Name
+    surface: Surface
+    position: Position
+    reserve_cpm: Amount = Decimal(0)
+    currency: Currency = "USD"
+
+
+class AdSlotUpdate(Input):
+    name: Name | None = None
+    surface: Surface | None = None
+    position: Position | None = None
+    reserve_cpm: Amount | None = None
+
+
+class AdSlotRead(Output):
+    id: int
+    name: str
+    surface: Surface
+    position: Position
+    reserve_cpm: MoneyOut
+    currency: str
+    status: Status
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- lists and keys ----------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+    limit: int
+    offset: int
+
+
+class ApiKeyCreated(BaseModel):
+    id: int
+    advertiser_id: int
+    prefix: str
+    key: str = Field(description="Shown once; only its hash is stored")

@@ -1,0 +1,116 @@
+"""``backbeat``: the root command group; settings are built once and passed on ``ctx.obj``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from backbeat import __version__
+from backbeat.config import Settings, get_settings
+from backbeat.errors import BackbeatError
+
+
+class BackbeatGroup(click.Group):
+    """Turns any ``BackbeatError`` into a one-line message and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BackbeatError as error:
+            exception = click.ClickException(f"{error.detail} [{error.reason}]")
+            exception.exit_code = error.exit_code
+            raise exception from error
+
+
+@click.group(cls=BackbeatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="backbeat")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Backbeat: book, serve, measure and report audio ads."""
+    ctx.obj = get_settings()
+
+
+@cli.command()
+@click.option(
+    "--revision", default="head", show_default=True, help="Alembic revision to upgrade to."
+)
+@click.pass_obj
+def migrate(settings: Settings, revision: str) -> None:
+    """Bring the configured database to the newest schema."""
+    from backbeat.db import migrate as run_migrations
+
+    run_migrations(settings.resolved_database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Start the API (management, VAST, tracking, reports) on the configured database and event log."""
+    import uvicorn
+
+    from backbeat.api.app import load_signing_key
+    from backbeat.db import migrate as run_migrations
+
+    if settings.is_embedded_database:
+        run_migrations(settings.resolved_database_url)
+    load_signing_key(settings)  # made once here so every worker shares it
+    if workers > 1:
+        metrics_dir = settings.var_dir.resolve() / "prometheus"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    uvicorn.run(
+        "backbeat.api.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@cli.command()
+@click.pass_obj
+def report(settings: Settings) -> None:
+    """Count the event log into hourly delivery rows (idempotent: re-runs replace, never add)."""
+    from backbeat.db import ensure_migrated, make_engine, make_session_factory, session_scope
+    from backbeat.db import migrate as run_migrations
+    from backbeat.reporting.service import run_delivery_report
+
+    if settings.is_embedded_database:
+        run_migrations(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    ensure_migrated(engine)
+    with session_scope(make_session_factory(engine)) as session:
+        result = run_delivery_report(session=session, event_log_dir=settings.resolved_event_log_dir)
+    click.echo(
+        f"read {result.events_read} events, wrote {result.rows_written} hourly rows "
+        f"({result.duplicates} duplicates ignored, {result.rejected} rejected, {result.torn_tails} torn tails skipped)"
+    )
+
+
+def _register() -> None:
+    from backbeat.cli import demo, measure
+
+    for command in (demo.demo, *measure.COMMANDS):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="backbeat")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Tracking hits: verify the signed URL, then append the event durably before answering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from backbeat.errors import BackbeatError, NotFound
+from backbeat.measurement.eventlog import EventLogWriter
+from backbeat.measurement.events import DELIVERY_EVENTS, Event, EventType
+from backbeat.observability import EVENTLOG_APPEND_FAILURES, TRACKING_EVENTS, TRACKING_REJECTED
+from backbeat.serving.signing import UrlSigner
+
+TRACKABLE = frozenset({*(event.value for event in DELIVERY_EVENTS), EventType.ERROR.value})
+ERROR_CODE_MAX = 16
+
+
+class Tracker:
+    """Turns tracking hits into events; a rejected hit is logged as ``rejected``, never as delivery."""
+
+    def __init__(
+        self, *, signer: UrlSigner, log: EventLogWriter, clock: Callable[[], float]
+    ) -> None:
+        self._signer = signer
+        self._log = log
+        self._clock = clock
+
+    async def track(
+        self, event: str, params: Mapping[str, str], *, ip: str, user_agent: str
+    ) -> Event:
+        now = self._clock()
+        if event not in TRACKABLE:
+            raise NotFound(f"unknown tracking event {event!r}", reason="unknown-event")
+        try:
+            claims = self._signer.verify(event, dict(params), now)
+        except BackbeatError as error:
+            TRACKING_REJECTED.labels(error.reason).inc()
+            rejected = Event(
+                type=EventType.REJECTED,
+                ts=now,
+                decision_id=str(params.get("d", ""))[:64],
+                ip=ip,
+                user_agent=user_agent[:512],
+                reason=error.reason,
+                attrs={"event": event},
+            )
+            await self._append(rejected)
+            raise
+        record = Event(
+            type=event,
+            ts=now,
+            decision_id=claims.decision_id,
+            line_item_id=claims.line_item_id or None,
+            campaign_id=claims.campaign_id or None,
+            creative_id=claims.creative_id or None,
+            slot_id=claims.slot_id,
+            listener=claims.listener,
+            price_micros=claims.price_micros,
+            currency=claims.currency,
+            ip=ip,
+            user_agent=user_agent[:512],
+            reason=str(params.get("code", ""))[:ERROR_CODE_MAX] or None
+            if event == EventType.ERROR
+            else None,
+        )
+        await self._append(record)
+        TRACKING_EVENTS.labels(event).inc()
+        return record
+
+    async def _append(self, event: Event) -> None:
+        try:
+            await self._log.append_async(event.to_bytes())
+        except Exception:
+            EVENTLOG_APPEND_FAILURES.inc()
+            raise

@@ -1,0 +1,72 @@
+"""Structured logs and the Prometheus metrics every Backbeat service exposes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+log = structlog.get_logger("backbeat")
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    """JSON lines on stderr (or a console renderer for humans)."""
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+HTTP_REQUESTS = Counter(
+    "backbeat_http_requests_total", "HTTP requests", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "backbeat_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+DECISIONS = Counter("backbeat_decisions_total", "Ad decisions", ["result", "reason"])
+TRACKING_EVENTS = Counter("backbeat_tracking_events_total", "Tracking events accepted", ["event"])
+TRACKING_REJECTED = Counter(
+    "backbeat_tracking_rejected_total", "Tracking hits rejected", ["reason"]
+)
+SNAPSHOT_VERSION = Gauge(
+    "backbeat_catalog_snapshot_version", "Catalog version being served", multiprocess_mode="max"
+)
+SNAPSHOT_LINE_ITEMS = Gauge(
+    "backbeat_catalog_snapshot_line_items", "Servable line items", multiprocess_mode="max"
+)
+SNAPSHOT_REFRESHES = Counter("backbeat_catalog_snapshot_refreshes_total", "Snapshot rebuilds")
+EVENTLOG_APPEND_FAILURES = Counter(
+    "backbeat_eventlog_append_failures_total", "Events not made durable"
+)
+
+
+def render_metrics() -> bytes:
+    """Prometheus text; aggregates all worker processes when running multi-process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(DEFAULT_REGISTRY)
