@@ -1,0 +1,579 @@
+"""The durable, append-only event log the tracking endpoints write and counting jobs read.
+
+Layout: a directory (by default ``var/events/``) of segment files. Every writer (one per
+process, e.g. per uvicorn worker) owns the segments it creates, named
+``<UTC start>-<pid>-<random>-<sequence>.seg`` so that names sort by writer, then by
+sequence. A writer never appends to a file it did not create and never reopens a segment
+(a restart starts a new one), so a crash can only leave damage at the end of a segment.
+
+Each record is a 10-byte header followed by the payload::
+
+    magic  2 bytes   b"\\xbb\\x01" (Backbeat, format 1)
+    length u32 LE    payload bytes
+    crc32  u32 LE    zlib.crc32 of the payload
+
+Writers commit in batches (group commit): one ``write`` and one ``os.fsync`` per batch, and
+a record's future resolves only after that fsync returned. Readers verify magic, length
+bound and CRC; the first bad or incomplete record ends a segment, which is counted as a
+torn tail, and reading goes on with the next segment.
+
+A live writer holds an exclusive ``flock`` on its open segment, so readers can tell a
+record still being written (``pending_bytes``, retried next time) from a torn tail left by
+a crash (``torn_tails``/``bytes_skipped``, never retried).
+
+Create writers inside each worker process (for instance in the app lifespan), not before a
+fork: the writer thread does not survive ``fork``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+
+import orjson
+
+from backbeat.errors import BackbeatError, InvalidInput
+from backbeat.measurement.events import Event
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterable, Iterator, Mapping
+    from types import TracebackType
+
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "HEADER_BYTES",
+    "MAGIC",
+    "MAX_PAYLOAD_BYTES",
+    "Checkpoint",
+    "EventLogClosed",
+    "EventLogReader",
+    "EventLogUnavailable",
+    "EventLogWriter",
+    "LogRecord",
+    "ReaderStats",
+    "encode_record",
+    "read_events",
+    "read_records",
+]
+
+DEFAULT_DIRECTORY = Path("var/events")
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+MAGIC = b"\xbb\x01"
+_HEADER = struct.Struct("<2sII")
+HEADER_BYTES = _HEADER.size
+# Bounds the length a reader trusts, so a corrupt length field cannot make it allocate
+# gigabytes; tracking events are a few hundred bytes.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+SEGMENT_SUFFIX = ".seg"
+_SEGMENT_NAME = re.compile(r"^\d{8}T\d{12}Z-\d{7}-[0-9a-f]{6}-\d{8}\.seg$")
+_READ_CHUNK = 1024 * 1024
+
+
+class EventLogUnavailable(BackbeatError):
+    """Events could not be made durable; the cause is chained as ``__cause__``."""
+
+    status = 503
+    title = "Event log unavailable"
+    reason = "event-log-unavailable"
+    exit_code = 7
+
+
+class EventLogClosed(EventLogUnavailable):
+    """The writer was closed before or while the record was appended."""
+
+    title = "Event log is closed"
+    reason = "event-log-closed"
+
+
+def encode_record(payload: bytes) -> bytes:
+    """Frame one payload as it is stored on disk (header then payload)."""
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def _fsync_directory(directory: Path) -> None:
+    # A new file's name lives in the directory; without this a power cut can lose the
+    # whole segment even though its data blocks were fsynced.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class _Pending(NamedTuple):
+    payloads: tuple[bytes, ...]
+    future: Future[None]
+
+
+class EventLogWriter:
+    """Appends payloads to this process's own segment files, acknowledging them once fsynced."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        max_batch: int = 2048,
+        max_delay_s: float = 0.002,
+    ) -> None:
+        """Start the writer thread; no file is created until the first record arrives.
+
+        Args:
+            directory: where segments go; created if missing.
+            segment_bytes: a segment is closed once the next batch would pass this size.
+            max_batch: most records committed by one fsync.
+            max_delay_s: how long the writer waits for more records before committing a
+                batch that is not full; trades a little latency for fewer fsyncs.
+        """
+        if segment_bytes < 1 or max_batch < 1 or max_delay_s < 0:
+            raise InvalidInput(
+                "segment_bytes and max_batch must be positive, max_delay_s not negative",
+                segment_bytes=segment_bytes,
+                max_batch=max_batch,
+                max_delay_s=max_delay_s,
+            )
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _fsync_directory(self.directory.parent)
+        started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        self.writer_id = f"{started}-{os.getpid():07d}-{secrets.token_hex(3)}"
+
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Pending] = []
+        self._queued_records = 0
+        self._writer_idle = False
+        self._flush_requested = False
+        self._closing = False
+
+        self._fd: int | None = None
+        self._segment_name = ""
+        self._segment_size = 0
+        self._sequence = 0
+
+        self.records_written = 0
+        self.batches_written = 0
+        self.bytes_written = 0
+        self.segments_created = 0
+        self.failed_batches = 0
+
+        self._thread = threading.Thread(
+            target=self._run, name=f"eventlog-writer-{self.writer_id}", daemon=True
+        )
+        self._thread.start()
+        # The thread is a daemon so a forgotten writer cannot hang interpreter exit; this
+        # still commits what was queued when the process ends normally.
+        atexit.register(self.close)
+
+    # -- producer side -------------------------------------------------------------
+
+    def append(self, payload: bytes) -> Future[None]:
+        """Queue one record; the future resolves once it is on disk.
+
+        The future cannot be cancelled: a record handed over is written regardless.
+        """
+        return self._enqueue((self._checked(payload),))
+
+    def append_many(self, payloads: Iterable[bytes]) -> Future[None]:
+        """Queue records to be committed together; one future for all of them."""
+        return self._enqueue(tuple(self._checked(p) for p in payloads))
+
+    async def append_async(self, payload: bytes) -> None:
+        """Append and wait for durability without blocking the event loop."""
+        await asyncio.wrap_future(self.append(payload))
+
+    def flush(self) -> None:
+        """Block until every record queued before this call is durable.
+
+        Raises EventLogUnavailable only if the last batch failed; earlier failures are
+        reported on their own futures.
+        """
+        self._enqueue(()).result()
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer thread. Safe to call twice."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> EventLogWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def segment(self) -> str:
+        """Name of the segment currently open for writing, or "" between segments."""
+        return self._segment_name
+
+    def _checked(self, payload: bytes) -> bytes:
+        if type(payload) is not bytes:
+            # Copy bytearray/memoryview now: the caller could change it before the
+            # writer thread gets to it.
+            payload = bytes(payload)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise InvalidInput(
+                "event log payload too large",
+                reason="payload-too-large",
+                size=len(payload),
+                limit=MAX_PAYLOAD_BYTES,
+            )
+        return payload
+
+    def _enqueue(self, payloads: tuple[bytes, ...]) -> Future[None]:
+        future: Future[None] = Future()
+        # RUNNING futures cannot be cancelled, so the writer never finds one it may not
+        # complete, and a cancelled request does not make the record look withdrawn.
+        future.set_running_or_notify_cancel()
+        with self._cond:
+            if self._closing:
+                raise EventLogClosed("event log writer is closed", directory=str(self.directory))
+            self._queue.append(_Pending(payloads, future))
+            self._queued_records += len(payloads)
+            if not payloads:
+                self._flush_requested = True
+            if self._writer_idle or self._flush_requested or self._queued_records >= self.max_batch:
+                self._cond.notify()
+        return future
+
+    # -- writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._take_batch()) is not None:
+                self._commit(batch)
+        except BaseException as exc:
+            # Waiters must never hang on a writer thread that died of a bug.
+            with self._cond:
+                self._closing = True
+                stranded, self._queue = self._queue, []
+            for item in stranded:
+                _fail(item.future, exc, self.directory, self._segment_name)
+            raise
+        finally:
+            self._close_segment()
+
+    def _take_batch(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._writer_idle = True
+                self._cond.wait()
+                self._writer_idle = False
+            if not self._queue:
+                return None
+            if self.max_delay_s > 0 and self._queued_records < self.max_batch:
+                deadline = time.monotonic() + self.max_delay_s
+                while (
+                    not self._closing
+                    and not self._flush_requested
+                    and self._queued_records < self.max_batch
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            taken = 0
+            count = 0
+            for item in self._queue:
+                if count and taken + len(item.payloads) > self.max_batch:
+                    break
+                taken += len(item.payloads)
+                count += 1
+            batch = self._queue[:count]
+            del self._queue[:count]
+            self._queued_records -= taken
+            self._flush_requested = any(not item.payloads for item in self._queue)
+            return batch
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        payloads = [p for item in batch for p in item.payloads]
+        try:
+            if payloads:
+                self._write(payloads)
+        except Exception as exc:
+            self.failed_batches += 1
+            segment = self._segment_name
+            # The segment may now end in a partial record that would hide anything
+            # appended after it, so it is abandoned; the next batch starts a new one.
+            with contextlib.suppress(OSError):
+                self._close_segment()
+            for item in batch:
+                _fail(item.future, exc, self.directory, segment)
+            return
+        for item in batch:
+            item.future.set_result(None)
+
+    def _write(self, payloads: list[bytes]) -> None:
+        parts: list[bytes] = []
+        size = 0
+        for payload in payloads:
+            frame = HEADER_BYTES + len(payload)
+            if parts and self._segment_size + size + frame > self.segment_bytes:
+                self._write_parts(parts, size)
+                parts, size = [], 0
+            if (
+                self._fd is not None
+                and self._segment_size
+                and (self._segment_size + frame > self.segment_bytes)
+            ):
+                self._close_segment()
+            parts.append(_HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)))
+            parts.append(payload)
+            size += frame
+        self._write_parts(parts, size)
+        self.batches_written += 1
+        self.records_written += len(payloads)
+        if self._segment_size >= self.segment_bytes:
+            self._close_segment()
+
+    def _write_parts(self, parts: list[bytes], size: int) -> None:
+        if self._fd is None:
+            self._open_segment()
+        assert self._fd is not None
+        _write_all(self._fd, b"".join(parts))
+        os.fsync(self._fd)
+        self._segment_size += size
+        self.bytes_written += size
+
+    def _open_segment(self) -> None:
+        self._sequence += 1
+        name = f"{self.writer_id}-{self._sequence:08d}{SEGMENT_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(self.directory / name, flags, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _fsync_directory(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._segment_name = name
+        self._segment_size = 0
+        self.segments_created += 1
+
+    def _close_segment(self) -> None:
+        fd, self._fd = self._fd, None
+        self._segment_name = ""
+        self._segment_size = 0
+        if fd is not None:
+            os.close(fd)
+
+
+def _fail(future: Future[None], exc: BaseException, directory: Path, segment: str) -> None:
+    error = EventLogUnavailable(
+        f"event log write failed: {exc}", directory=str(directory), segment=segment
+    )
+    error.__cause__ = exc
+    future.set_exception(error)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One record as read back, with where it sits so a job can report or resume."""
+
+    segment: str
+    offset: int
+    payload: bytes
+
+    @property
+    def end(self) -> int:
+        """Offset just past this record in its segment."""
+        return self.offset + HEADER_BYTES + len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Bytes already consumed in each segment.
+
+    A single (segment, offset) would not do: several writers append to their own
+    segments at once, so a segment sorting before the last one read can still grow.
+    """
+
+    offsets: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"v": 1, "offsets": dict(sorted(self.offsets.items()))})
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Checkpoint:
+        return cls(offsets=dict(orjson.loads(data)["offsets"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderStats:
+    """Counters of a reader, cumulative over its scans except ``pending_bytes``.
+
+    ``pending_bytes`` is what the last scan found unreadable at the end of segments whose
+    writer is still running (a batch being written); it is retried on the next scan.
+    """
+
+    records_read: int = 0
+    segments_read: int = 0
+    torn_tails: int = 0
+    bytes_skipped: int = 0
+    pending_bytes: int = 0
+
+
+class EventLogReader:
+    """Reads every segment of a directory in name order, skipping torn tails."""
+
+    def __init__(self, directory: Path, *, start: Checkpoint | None = None) -> None:
+        self.directory = Path(directory)
+        self._offsets: dict[str, int] = dict(start.offsets) if start else {}
+        self._records_read = 0
+        self._segments_read = 0
+        self._torn_tails = 0
+        self._bytes_skipped = 0
+        self._pending_bytes = 0
+
+    @property
+    def stats(self) -> ReaderStats:
+        return ReaderStats(
+            records_read=self._records_read,
+            segments_read=self._segments_read,
+            torn_tails=self._torn_tails,
+            bytes_skipped=self._bytes_skipped,
+            pending_bytes=self._pending_bytes,
+        )
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """Position after the last record yielded (and past torn tails already counted)."""
+        return Checkpoint(offsets=dict(self._offsets))
+
+    def segments(self) -> list[str]:
+        """Segment names present now, in reading order; other files are ignored."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _SEGMENT_NAME.match(n))
+
+    def records(self) -> Iterator[LogRecord]:
+        """Yield records not read yet; call again later to pick up what was appended since."""
+        self._pending_bytes = 0
+        for name in self.segments():
+            start = self._offsets.get(name, 0)
+            try:
+                f = open(self.directory / name, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                continue  # removed by retention since the listing
+            with f:
+                live, size = _probe(f)
+                if start >= size:
+                    continue
+                self._segments_read += 1
+                f.seek(start)
+                end = yield from self._scan(f, name, start, size)
+            if end < size:
+                if live:
+                    self._pending_bytes += size - end
+                else:
+                    # The writer is gone and never reopens a segment, so these bytes
+                    # will never become a record: count them once and move past them.
+                    self._torn_tails += 1
+                    self._bytes_skipped += size - end
+                    self._offsets[name] = size
+
+    def _scan(
+        self, f: BinaryIO, name: str, start: int, size: int
+    ) -> Generator[LogRecord, None, int]:
+        """Yield valid records of one segment from ``start``; return where they stop."""
+        unpack = _HEADER.unpack_from
+        buf = b""
+        i = 0
+        left = size - start
+        pos = start
+        while True:
+            if len(buf) - i < HEADER_BYTES and left:
+                buf, i, left = _refill(f, buf, i, left, HEADER_BYTES)
+            if len(buf) - i < HEADER_BYTES:
+                return pos
+            magic, length, crc = unpack(buf, i)
+            if magic != MAGIC or length > MAX_PAYLOAD_BYTES:
+                return pos
+            total = HEADER_BYTES + length
+            if len(buf) - i < total and left:
+                buf, i, left = _refill(f, buf, i, left, total)
+            if len(buf) - i < total:
+                return pos
+            payload = buf[i + HEADER_BYTES : i + total]
+            if zlib.crc32(payload) != crc:
+                return pos
+            record = LogRecord(name, pos, payload)
+            i += total
+            pos += total
+            # Recorded before the yield: once a consumer holds a record, a checkpoint
+            # taken then already covers it.
+            self._offsets[name] = pos
+            self._records_read += 1
+            yield record
+
+
+def _probe(f: BinaryIO) -> tuple[bool, int]:
+    """Whether the segment's writer is alive, and the size to read up to.
+
+    The size is taken while holding the shared lock: a writer locks its segment before
+    writing, so bytes past this size may belong to a writer that locked after the probe
+    and must not be judged as torn now.
+    """
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True, os.fstat(f.fileno()).st_size
+    try:
+        return False, os.fstat(f.fileno()).st_size
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _refill(f: BinaryIO, buf: bytes, i: int, left: int, need: int) -> tuple[bytes, int, int]:
+    have = len(buf) - i
+    data = f.read(min(left, max(_READ_CHUNK, need - have)))
+    # A short read means the file shrank under us; stop at what we have.
+    left = left - len(data) if data else 0
+    return buf[i:] + data, 0, left
+
+
+def read_records(directory: Path, *, start: Checkpoint | None = None) -> Iterator[LogRecord]:
+    """Every valid record of a directory, segments in name order; see EventLogReader for stats."""
+    return EventLogReader(directory, start=start).records()
+
+
+def read_events(directory: Path) -> Iterator[Event]:
+    """Every event of a directory, decoded; an undecodable payload raises."""
+    for record in read_records(directory):
+        yield Event.from_bytes(record.payload)
