@@ -54,7 +54,8 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
     with sessions() as session:
         line_items, campaigns = delivered_so_far(session)
     ledger.seed(line_items=line_items, campaigns=campaigns)
-    event_log = EventLogWriter(Path(settings.resolved_event_log_dir))
+    # No linger: batches form by themselves while the previous fsync runs.
+    event_log = EventLogWriter(Path(settings.resolved_event_log_dir), max_delay_s=0.0)
     ad_server = AdServer(
         session_factory=sessions,
         ledger=ledger,

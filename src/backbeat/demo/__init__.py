@@ -1,0 +1,1 @@
+"""The demo: a small advertiser book and a simulated day of listening, run end to end."""
