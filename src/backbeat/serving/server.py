@@ -26,6 +26,7 @@ from backbeat.serving.vast import QUARTILE_EVENTS, VastAd, render_vast
 from backbeat.types import from_micros
 
 Clock = Callable[[], float]
+TRACKED_EVENTS = ("impression", *QUARTILE_EVENTS, "click", "error")
 
 
 class AdServer:
@@ -111,14 +112,9 @@ class AdServer:
         )
 
     def tracking_urls(self, decision: Decision) -> dict[str, str]:
-        claims = self._claims(decision)
-        urls = {
-            event: self.signer.url(event, claims)
-            for event in ("impression", *QUARTILE_EVENTS, "click")
-        }
-        # No [ERRORCODE] macro: brackets are not valid in the XSD's anyURI.
-        urls["error"] = self.signer.url("error", claims)
-        return urls
+        # No [ERRORCODE] macro on the error URL: brackets are not valid in the XSD's anyURI.
+        events = TRACKED_EVENTS if decision.filled else ("error",)
+        return self.signer.urls(events, self._claims(decision))
 
     def vast(self, decision: Decision) -> bytes:
         if not decision.filled:

@@ -52,18 +52,26 @@ class UrlSigner:
     def __init__(self, key: bytes, base_url: str) -> None:
         if len(key) < 16:
             raise ValueError("signing key must be at least 16 bytes")
-        self._key = key
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._base = base_url.rstrip("/")
 
-    def _signature(self, event: str, fields: dict[str, str]) -> str:
-        message = "\x1f".join([event, *(fields[name] for name in SIGNED_FIELDS)]).encode()
-        digest = hmac.new(self._key, message, hashlib.sha256).digest()[:SIGNATURE_BYTES]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def _signature(self, event: str, signed_fields: str) -> str:
+        mac = self._mac.copy()
+        mac.update(f"{event}\x1f{signed_fields}".encode())
+        return base64.urlsafe_b64encode(mac.digest()[:SIGNATURE_BYTES]).rstrip(b"=").decode()
+
+    @staticmethod
+    def _joined(fields: dict[str, str]) -> str:
+        return "\x1f".join(fields[name] for name in SIGNED_FIELDS)
+
+    def urls(self, events: tuple[str, ...], claims: TrackingClaims) -> dict[str, str]:
+        """One URL per event; the shared query is encoded once (this is on the decision path)."""
+        fields = claims.fields()
+        joined, query = self._joined(fields), urlencode(fields)
+        return {event: f"{self._base}/t/{event}?{query}&sig={self._signature(event, joined)}" for event in events}
 
     def url(self, event: str, claims: TrackingClaims) -> str:
-        fields = claims.fields()
-        query = urlencode({**fields, "sig": self._signature(event, fields)})
-        return f"{self._base}/t/{event}?{query}"
+        return self.urls((event,), claims)[event]
 
     def verify(self, event: str, params: dict[str, str], now: float) -> TrackingClaims:
         """Return the claims of a genuine, unexpired URL; raise otherwise."""
@@ -74,7 +82,7 @@ class UrlSigner:
             raise InvalidSignature(
                 f"tracking URL lacks {missing.args[0]!r}", reason="invalid-signature"
             ) from None
-        if not hmac.compare_digest(self._signature(event, fields), signature):
+        if not hmac.compare_digest(self._signature(event, self._joined(fields)), signature):
             raise InvalidSignature("tracking URL signature does not match")
         try:
             claims = TrackingClaims(

@@ -1,0 +1,222 @@
+"""Ad decisions per second (in-process and over HTTP, with p50/p99) and tracking events per second.
+
+Usage: ``.venv/bin/python bench/bench_serving.py [--line-items 1000] [--seconds 10] [--workers 2]``.
+HTTP figures need ``wrk`` (Debian package ``wrk``); the server is ``backbeat serve`` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from backbeat.api.app import build_services  # noqa: E402
+from backbeat.config import Settings  # noqa: E402
+from backbeat.db import make_engine, make_session_factory, migrate, session_scope  # noqa: E402
+from backbeat.measurement.eventlog import EventLogReader  # noqa: E402
+from backbeat.serving.decisions import AdRequest  # noqa: E402
+from backbeat.serving.signing import TrackingClaims  # noqa: E402
+from synthetic import COUNTRIES, DEVICES, GENRES, book_synthetic, random_request_attributes  # noqa: E402
+
+SIGNING_KEY = "bench-signing-key-0123456789abcdef"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def in_process(settings: Settings, slots: list[int], requests: int) -> None:
+    services = build_services(settings, time.time)
+    server = services.ad_server
+    rng = random.Random(3)
+    batch = [
+        AdRequest(
+            slot_id=rng.choice(slots),
+            listener=f"l{rng.randrange(10**6)}",
+            **random_request_attributes(rng),
+        )  # type: ignore[arg-type]
+        for _ in range(requests)
+    ]
+    started = time.perf_counter()
+    decisions = [server.decide(request) for request in batch]
+    decide_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for decision in decisions:
+        server.vast(decision)
+    vast_s = time.perf_counter() - started
+    filled = sum(decision.filled for decision in decisions)
+    print(
+        f"in-process decisions      {requests / decide_s:>10,.0f} /s   ({decide_s / requests * 1e6:.1f} µs each, fill {filled / requests:.0%})"
+    )
+    print(
+        f"in-process decision+VAST  {requests / (decide_s + vast_s):>10,.0f} /s   (VAST rendering {vast_s / requests * 1e6:.1f} µs each)"
+    )
+    services.event_log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    backbeat = Path(sys.executable).parent / "backbeat"
+    process = subprocess.Popen(
+        [str(backbeat), "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    for label in ("50%", "99%"):
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+        figures[label] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    figures["non2xx"] = float(errors.group(1)) if errors else 0.0
+    return figures
+
+
+VAST_LUA = """
+local countries = {%s}
+local devices = {%s}
+local genres = {%s}
+request = function()
+  local path = string.format("/vast?slot=%%d&listener=l%%d&country=%%s&device=%%s&genre=%%s",
+    math.random(1, 4), math.random(1, 1000000), countries[math.random(#countries)],
+    devices[math.random(#devices)], genres[math.random(#genres)])
+  return wrk.format("GET", path)
+end
+"""
+
+TRACKING_LUA = """
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+
+def lua_list(values: list[str]) -> str:
+    return ", ".join(f'"{value}"' for value in values)
+
+
+def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> None:
+    if shutil.which("wrk") is None:
+        print("HTTP figures skipped: wrk is not installed (apt-get install wrk)")
+        return
+    port = free_port()
+    env = {
+        **os.environ,
+        "BACKBEAT_VAR_DIR": str(settings.var_dir),
+        "BACKBEAT_DATABASE_URL": settings.database_url,
+        "BACKBEAT_SIGNING_KEY": SIGNING_KEY,
+        "BACKBEAT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "BACKBEAT_LOG_LEVEL": "WARNING",
+    }
+    server = start_server(env, port, workers)
+    try:
+        vast_lua = workdir / "vast.lua"
+        vast_lua.write_text(VAST_LUA % (lua_list(COUNTRIES), lua_list(DEVICES), lua_list(GENRES)))
+        run_wrk(f"http://127.0.0.1:{port}", vast_lua, 2, 32)  # warm-up
+        vast = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32)
+        print(
+            f"HTTP GET /vast            {vast['rps']:>10,.0f} /s   p50 {vast['50%']:.2f} ms  p99 {vast['99%']:.2f} ms  "
+            f"({workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f})"
+        )
+        from backbeat.serving.signing import UrlSigner
+
+        signer = UrlSigner(SIGNING_KEY.encode(), f"http://127.0.0.1:{port}")
+        paths = []
+        for n in range(5000):
+            claims = TrackingClaims(
+                f"bench{n:08d}", 1, 1, 1, 1, 10_000_000, "USD", f"l{n}", int(time.time()) + 3600
+            )
+            url = signer.url("impression", claims)
+            paths.append(url.split(str(port), 1)[1])
+        urls_file = workdir / "tracking-urls.txt"
+        urls_file.write_text("\n".join(paths) + "\n")
+        tracking_lua = workdir / "tracking.lua"
+        tracking_lua.write_text(TRACKING_LUA % urls_file)
+        log_dir = settings.resolved_event_log_dir
+        before = sum(1 for _ in EventLogReader(log_dir).records())
+        track = run_wrk(f"http://127.0.0.1:{port}", tracking_lua, seconds, 64)
+        time.sleep(0.5)
+        after = sum(1 for _ in EventLogReader(log_dir).records())
+        print(
+            f"HTTP GET /t/impression    {track['rps']:>10,.0f} /s   p50 {track['50%']:.2f} ms  p99 {track['99%']:.2f} ms  "
+            f"(fsync'd before 204; {after - before:,} events on disk, non-2xx {track['non2xx']:.0f})"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--line-items", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(
+        f"book: {args.line_items:,} live line items, 4 slots, random targeting (bench/synthetic.py)"
+    )
+    with tempfile.TemporaryDirectory(prefix="backbeat-bench-") as tmp:
+        workdir = Path(tmp)
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        migrate(url)
+        with session_scope(make_session_factory(make_engine(url))) as session:
+            slots = book_synthetic(session, args.line_items)
+        settings = Settings(
+            var_dir=workdir / "var", database_url=url, signing_key=SIGNING_KEY, log_level="WARNING"
+        )
+        in_process(settings, slots, args.requests)
+        over_http(settings, workdir, args.seconds, args.workers)
+
+
+if __name__ == "__main__":
+    main()
