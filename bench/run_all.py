@@ -1,0 +1,28 @@
+"""Run every benchmark in turn and print their figures (``make bench``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHMARKS = [
+    ("Ad serving and tracking", ["bench_serving.py"]),
+    ("Event log", ["bench_eventlog.py"]),
+]
+
+
+def main() -> int:
+    failed = 0
+    for title, command in BENCHMARKS:
+        script = HERE / command[0]
+        if not script.exists():
+            continue
+        print(f"\n== {title} ==", flush=True)
+        failed |= subprocess.call([sys.executable, str(script), *command[1:], *sys.argv[1:]]) != 0
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
