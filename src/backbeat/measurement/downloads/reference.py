@@ -124,6 +124,7 @@ def count_downloads(
             report.excluded[outcome] += 1
             continue
         report.accepted += 1
+        report.days[day_to_iso(calendar_day(outcome.ts_us))] += 1
         listeners[outcome.listener_ip, outcome.user_agent, outcome.episode].append(outcome)
 
     slots = rules.slots_by_episode()

@@ -24,6 +24,7 @@ class DownloadReport:
     ads: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     excluded: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    days: Counter[str] = field(default_factory=Counter)  # counted requests per UTC day
     lines: int = 0
     accepted: int = 0
 

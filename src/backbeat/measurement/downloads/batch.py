@@ -1,0 +1,516 @@
+"""The download rules on Arrow record batches, for the Beam pipeline's hot path.
+
+Per-request rules are evaluated once per *distinct* value in a batch (user agents, paths,
+ranges, IPs, timestamps, combinations of reasons) with the scalar functions in
+:mod:`rules` and :mod:`accesslogs`, then applied to every row by index, so there is one
+statement of each rule. Lines the vectorised regex cannot read fall back to the scalar
+parser, which also names the reason. Counting inside a hash bucket is vectorised with
+numpy; :mod:`reference` is the plain statement of the same algorithm.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from backbeat.measurement.accesslogs import (
+    COMBINED,
+    COMBINED_PATTERN,
+    MalformedLine,
+    RejectReason,
+    Request,
+    optional_field,
+    parse_clf_time,
+    parse_line,
+    parse_request_line,
+)
+from backbeat.measurement.downloads.report import day_to_iso
+from backbeat.measurement.downloads.rules import (
+    DAY_US,
+    Exclusion,
+    RangeKind,
+    bot_exclusion,
+    delivered_interval,
+    exclusion_reason,
+    listener_ip,
+    parse_range,
+    range_exclusion,
+    request_exclusion,
+)
+from backbeat.measurement.downloads.spec import DownloadRules, Window
+from backbeat.measurement.useragents import classify
+
+PARSED_SCHEMA = pa.schema(
+    [
+        ("ts_us", pa.int64()),
+        ("ip", pa.string()),
+        ("method", pa.string()),
+        ("target", pa.string()),
+        ("status", pa.int32()),
+        ("nbytes", pa.int64()),
+        ("range", pa.string()),
+        ("user_agent", pa.string()),
+        ("referer", pa.string()),
+    ]
+)
+HIT_SCHEMA = pa.schema(
+    [
+        ("listener_ip", pa.string()),
+        ("user_agent", pa.string()),
+        ("episode", pa.int32()),
+        ("ts_us", pa.int64()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("app", pa.string()),
+    ]
+)
+REJECT_SCHEMA = pa.schema([("reason", pa.string()), ("line", pa.string())])
+EXCLUSIONS: tuple[Exclusion | None, ...] = (None, *Exclusion)
+_CODE = {reason: code for code, reason in enumerate(EXCLUSIONS)}
+_GROUP_SHIFT = 40  # byte offsets stay below 2**40 (1 TiB) so (group, offset) packs in int64
+_MAX_OFFSET = (1 << _GROUP_SHIFT) - 1
+
+Stats = Counter[tuple[str, str]]
+
+
+def per_distinct(values: pa.Array, fn: Callable[[Any], Any]) -> tuple[list[Any], np.ndarray]:
+    """``fn`` once per distinct value (``None`` for nulls) and each row's index into the results."""
+    encoded = pc.dictionary_encode(values)
+    results = [fn(value) for value in encoded.dictionary.to_pylist()]
+    indices = encoded.indices
+    if indices.null_count:
+        results.append(fn(None))
+        indices = pc.fill_null(indices, len(results) - 1)
+    return results, indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def per_distinct_key(keys: np.ndarray, fn: Callable[[int], Any]) -> tuple[list[Any], np.ndarray]:
+    """``fn`` once per distinct integer key and each row's index into the results."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return [fn(int(key)) for key in unique], inverse
+
+
+def _column(results: list[Any], indices: np.ndarray, dtype: Any) -> np.ndarray:
+    return np.asarray(results, dtype=dtype)[indices] if len(indices) else np.empty(0, dtype)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def decode_lines(lines: pa.Array) -> tuple[pa.Array, list[tuple[str, str]]]:
+    """Binary lines to UTF-8 strings; undecodable lines are rejected."""
+    if pa.types.is_string(lines.type):
+        return lines, []
+    try:
+        return lines.cast(pa.string()), []
+    except pa.ArrowInvalid:
+        pass
+    good: list[str] = []
+    rejects: list[tuple[str, str]] = []
+    for raw in lines.to_pylist():
+        try:
+            good.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            rejects.append((RejectReason.BAD_ENCODING.value, raw.decode("utf-8", "replace")))
+    return pa.array(good, pa.string()), rejects
+
+
+def _requests_batch(requests: Sequence[Request]) -> pa.RecordBatch:
+    columns = {name: [getattr(r, name) for r in requests] for name in PARSED_SCHEMA.names}
+    return pa.RecordBatch.from_pydict(columns, schema=PARSED_SCHEMA)
+
+
+def _parse_scalar(lines: list[str], fmt: str) -> tuple[list[Request], list[tuple[str, str]]]:
+    requests: list[Request] = []
+    rejects: list[tuple[str, str]] = []
+    for line in lines:
+        try:
+            requests.append(parse_line(line, fmt))
+        except MalformedLine as exc:
+            rejects.append((exc.reason.value, line))
+    return requests, rejects
+
+
+def _or_none(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def wrapped(value: Any) -> Any:
+        try:
+            return fn(value)
+        except MalformedLine:
+            return None
+
+    return wrapped
+
+
+def _parse_combined_fast(lines: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
+    """Parse the lines the vectorised regex and scalar field parsers accept; return the rest."""
+    matches = pc.extract_regex(lines, COMBINED_PATTERN)
+    matched = pc.is_valid(matches)
+    good = pc.filter(matches, matched)
+    times, time_idx = per_distinct(pc.struct_field(good, "time"), _or_none(parse_clf_time))
+    targets, target_idx = per_distinct(
+        pc.struct_field(good, "request"), _or_none(parse_request_line)
+    )
+    ok = (
+        np.array([t is not None for t in times], bool)[time_idx]
+        & (np.array([t is not None for t in targets], bool)[target_idx])
+    )
+    slow = pa.concat_arrays(
+        [pc.filter(lines, pc.invert(matched)), pc.filter(lines, matched).filter(pa.array(~ok))]
+    )
+    good = good.filter(pa.array(ok))
+    time_idx, target_idx = time_idx[ok], target_idx[ok]
+
+    def optional(name: str, empty: str | None = None) -> pa.Array:
+        results, idx = per_distinct(pc.struct_field(good, name), optional_field)
+        column = pa.array([r if r is not None else empty for r in results], pa.string())
+        return column.take(pa.array(idx)) if len(idx) else pa.array([], pa.string())
+
+    nbytes = pc.struct_field(good, "bytes")
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(
+                np.array([t or 0 for t in times], np.int64)[time_idx] if len(time_idx) else [],
+                pa.int64(),
+            ),
+            pc.struct_field(good, "ip"),
+            pa.array([t[0] if t else "" for t in targets], pa.string()).take(
+                pa.array(target_idx, pa.int64())
+            ),
+            pa.array([t[1] if t else "" for t in targets], pa.string()).take(
+                pa.array(target_idx, pa.int64())
+            ),
+            pc.cast(pc.struct_field(good, "status"), pa.int32()),
+            pc.cast(pc.if_else(pc.equal(nbytes, "-"), "0", nbytes), pa.int64()),
+            optional("range"),
+            optional("user_agent", ""),
+            optional("referer"),
+        ],
+        schema=PARSED_SCHEMA,
+    )
+    return batch, slow
+
+
+def parse_batch(raw_lines: pa.Array, fmt: str = COMBINED) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Parse a batch of log lines into requests and rejects (``reason``, ``line``)."""
+    lines, rejects = decode_lines(raw_lines)
+    lines = pc.utf8_rtrim(lines, characters="\r\n")
+    if fmt == COMBINED:
+        parsed, slow = _parse_combined_fast(lines)
+    else:
+        parsed, slow = _requests_batch([]), lines
+    requests, slow_rejects = _parse_scalar(slow.to_pylist(), fmt)
+    if requests:
+        parsed = (
+            pa.Table.from_batches([parsed, _requests_batch(requests)])
+            .combine_chunks()
+            .to_batches()[0]
+        )
+    rejects += slow_rejects
+    reject_batch = pa.RecordBatch.from_pydict(
+        {"reason": [r for r, _ in rejects], "line": [line for _, line in rejects]},
+        schema=REJECT_SCHEMA,
+    )
+    return parsed, reject_batch
+
+
+# --- per-request rules -------------------------------------------------------------------
+
+
+def assess_batch(
+    parsed: pa.RecordBatch, rules: DownloadRules
+) -> tuple[pa.RecordBatch, Counter[str]]:
+    """Apply every per-request rule: the hits that count towards bytes, and exclusions by reason."""
+    n = parsed.num_rows
+    if n == 0:
+        return HIT_SCHEMA.empty_table().to_batches(max_chunksize=1)[
+            0
+        ] if False else pa.RecordBatch.from_pylist([], schema=HIT_SCHEMA), Counter()
+    status = parsed["status"].to_numpy(zero_copy_only=False).astype(np.int64)
+
+    methods, method_idx = per_distinct(parsed["method"], lambda m: m)
+    request_codes, request_idx = per_distinct_key(
+        method_idx * 1000 + status,
+        lambda key: _CODE[request_exclusion(methods[key // 1000], key % 1000)],
+    )
+    episodes, episode_idx = per_distinct(parsed["target"], rules.catalog.index_of)
+    episode = _column(episodes, episode_idx, np.int64)
+
+    specs, spec_idx = per_distinct(parsed["range"], parse_range)
+    range_codes, range_idx = per_distinct_key(
+        spec_idx * 1000 + status,
+        lambda key: _CODE[range_exclusion(specs[key // 1000], key % 1000)],
+    )
+    bots, bot_idx = per_distinct(
+        parsed["user_agent"], lambda ua: _CODE[bot_exclusion(ua or "", classify(ua))]
+    )
+    ips, ip_idx = per_distinct(parsed["ip"], lambda ip: (listener_ip(ip), ip in rules.data_centres))
+    ip_valid = _column([ip is not None for ip, _ in ips], ip_idx, bool)
+    in_dc = _column([dc for _, dc in ips], ip_idx, bool)
+
+    # Each reason code fits in 5 bits; pack the row's findings into one integer key.
+    combined = (
+        (_column(request_codes, request_idx, np.int64) << 18)
+        | (_column(range_codes, range_idx, np.int64) << 13)
+        | (_column(bots, bot_idx, np.int64) << 8)
+        | ((episode >= 0).astype(np.int64) << 2)
+        | (ip_valid.astype(np.int64) << 1)
+        | in_dc.astype(np.int64)
+    )
+
+    def reason_of(key: int) -> int:
+        return _CODE[
+            exclusion_reason(
+                EXCLUSIONS[key >> 18],
+                bool(key >> 2 & 1),
+                EXCLUSIONS[key >> 13 & 31],
+                EXCLUSIONS[key >> 8 & 31],
+                bool(key >> 1 & 1),
+                bool(key & 1),
+            )
+        ]
+
+    reasons, reason_idx = per_distinct_key(combined, reason_of)
+    code = _column(reasons, reason_idx, np.int64)
+    excluded = Counter(
+        {
+            EXCLUSIONS[c].value: int(k)
+            for c, k in enumerate(np.bincount(code, minlength=len(EXCLUSIONS)))
+            if c and k
+        }  # type: ignore[union-attr]
+    )
+
+    keep = code == 0
+    kept = parsed.filter(pa.array(keep))
+    ep = episode[keep]
+    file_bytes = (
+        np.array([e.file_bytes for e in rules.catalog.episodes], np.int64)[ep]
+        if len(ep)
+        else np.empty(0, np.int64)
+    )
+    kinds = _column([s.kind for s in specs], spec_idx, np.int64)[keep]
+    values = _column([s.value for s in specs], spec_idx, np.int64)[keep]
+    start, end = delivered_interval(
+        status[keep],
+        kept["nbytes"].to_numpy(zero_copy_only=False),
+        kinds == RangeKind.SUFFIX,
+        values,
+        file_bytes,
+    )
+    listener = pa.array([ip for ip, _ in ips], pa.string()).take(pa.array(ip_idx[keep]))
+    if rules.by_app:
+        app = _apps(kept["user_agent"], kept["referer"])
+    else:
+        app = pa.array([""] * kept.num_rows, pa.string())
+    hits = pa.RecordBatch.from_arrays(
+        [
+            listener,
+            kept["user_agent"],
+            pa.array(ep, pa.int32()),
+            kept["ts_us"],
+            pa.array(np.asarray(start, np.int64)),
+            pa.array(np.asarray(end, np.int64)),
+            app,
+        ],
+        schema=HIT_SCHEMA,
+    )
+    return hits, excluded
+
+
+def _apps(user_agents: pa.Array, referers: pa.Array) -> pa.Array:
+    """The reported app per row: classification of the (user agent, referer) pair."""
+    agents, agent_idx = per_distinct(user_agents, lambda ua: ua)
+    refs, ref_idx = per_distinct(referers, lambda ref: ref)
+    apps, app_idx = per_distinct_key(
+        agent_idx * (len(refs) + 1) + ref_idx,
+        lambda key: classify(agents[key // (len(refs) + 1)], refs[key % (len(refs) + 1)]).app,
+    )
+    return pa.array(apps, pa.string()).take(pa.array(app_idx))
+
+
+def requests_per_day(hits: pa.RecordBatch) -> Counter[str]:
+    """Counted requests per UTC day: the days a run covers."""
+    days, counts = np.unique(
+        hits["ts_us"].to_numpy(zero_copy_only=False) // DAY_US, return_counts=True
+    )
+    return Counter(
+        {day_to_iso(d): int(n) for d, n in zip(days.tolist(), counts.tolist(), strict=True)}
+    )
+
+
+# --- shuffle -----------------------------------------------------------------------------
+
+
+def _stable_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def bucket_ids(hits: pa.RecordBatch, num_buckets: int) -> np.ndarray:
+    """Hash bucket of each hit's (listener IP, episode): all of a listener's hits land together."""
+    hashes, idx = per_distinct(hits["listener_ip"], _stable_hash)
+    mixed = _column(hashes, idx, np.uint64) * np.uint64(1_000_003) + hits["episode"].to_numpy(
+        zero_copy_only=False
+    ).astype(np.uint64)
+    return (mixed % np.uint64(num_buckets)).astype(np.int64)
+
+
+def split_by_bucket(hits: pa.RecordBatch, num_buckets: int) -> list[tuple[int, pa.RecordBatch]]:
+    """One sub-batch per non-empty bucket."""
+    if hits.num_rows == 0:
+        return []
+    buckets = bucket_ids(hits, num_buckets)
+    order = np.argsort(buckets, kind="stable")
+    ordered = hits.take(pa.array(order))
+    sorted_buckets = buckets[order]
+    edges = np.flatnonzero(np.diff(sorted_buckets)) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [len(order)]])
+    return [
+        (int(sorted_buckets[s]), ordered.slice(int(s), int(e - s)))
+        for s, e in zip(starts, ends, strict=True)
+    ]
+
+
+# --- counting inside a bucket ------------------------------------------------------------
+
+
+def _group_starts(*keys: np.ndarray) -> np.ndarray:
+    new = np.zeros(len(keys[0]), bool)
+    new[0] = True
+    for key in keys:
+        new[1:] |= key[1:] != key[:-1]
+    return new
+
+
+def _rolling_windows(base_new: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """First-touch 24 h windows within each (time-ordered) listener/episode group."""
+    n = len(ts)
+    window = np.zeros(n, np.int64)
+    assigned = np.zeros(n, bool)
+    positions = np.arange(n)
+    k = 0
+    while not assigned.all():
+        remaining = ~assigned
+        previous_assigned = np.concatenate([[True], assigned[:-1]])
+        first = remaining & (base_new | previous_assigned)
+        anchor = np.maximum.accumulate(np.where(first, positions, 0))
+        inside = remaining & (ts < ts[anchor] + DAY_US)
+        window[inside] = k
+        assigned |= inside
+        k += 1
+    return window
+
+
+def _downloads_in_groups(
+    gid: np.ndarray, new: np.ndarray, start: np.ndarray, end: np.ndarray, required: np.ndarray
+) -> np.ndarray:
+    """Rows (time-ordered within groups) at which each group's byte union first reaches ``required``.
+
+    Every byte segment between interval boundaries is attributed to the first request that
+    covered it; the running sum of those attributions is the union delivered so far.
+    """
+    n = len(gid)
+    base = gid << _GROUP_SHIFT
+    start_key = base + start
+    end_key = base + end
+    points = np.unique(np.concatenate([start_key, end_key]))
+    seg_len = np.diff(points)
+    first_idx = np.searchsorted(points, start_key)
+    spans = np.searchsorted(points, end_key) - first_idx
+    total = int(spans.sum())
+    rows = np.repeat(np.arange(n), spans)
+    offsets = np.repeat(np.cumsum(spans) - spans, spans)
+    segments = np.arange(total) - offsets + np.repeat(first_idx, spans)
+    first_cover = np.full(max(len(points) - 1, 0), n, np.int64)
+    np.minimum.at(first_cover, segments, rows)
+    covered = first_cover < n
+    new_bytes = np.zeros(n, np.int64)
+    np.add.at(new_bytes, first_cover[covered], seg_len[covered])
+    running = np.cumsum(new_bytes)
+    group_rows = np.flatnonzero(new)
+    running -= (running[group_rows] - new_bytes[group_rows])[gid]
+    reach = running >= required[gid]
+    before = np.zeros(n, bool)
+    before[1:] = reach[:-1] & ~new[1:]
+    return reach & ~before
+
+
+def _merged_unions(
+    gid: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group unions as packed (group << 40 | offset) start and end keys, sorted."""
+    keep = end > start
+    order = np.lexsort((start[keep], gid[keep]))
+    base = gid[keep][order] << _GROUP_SHIFT
+    s = base + start[keep][order]
+    e = base + end[keep][order]
+    if not len(s):
+        return s, e
+    reach = np.maximum.accumulate(e)
+    new = np.ones(len(s), bool)
+    new[1:] = s[1:] > reach[:-1]
+    starts = np.flatnonzero(new)
+    ends = np.concatenate([starts[1:], [len(s)]]) - 1
+    return s[starts], reach[ends]
+
+
+def count_bucket(
+    hits: pa.Table, rules: DownloadRules
+) -> tuple[Counter[tuple[str, str, str | None]], Counter[tuple[str, str, str]]]:
+    """Downloads by (date, episode_id, app) and delivered ads in one bucket's hits."""
+    downloads: Counter[tuple[str, str, str | None]] = Counter()
+    ads: Counter[tuple[str, str, str]] = Counter()
+    if hits.num_rows == 0:
+        return downloads, ads
+    hits = hits.combine_chunks()
+    ip = pc.dictionary_encode(hits["listener_ip"]).chunk(0).indices.to_numpy()
+    ua = pc.dictionary_encode(hits["user_agent"]).chunk(0).indices.to_numpy()
+    apps_encoded = pc.dictionary_encode(hits["app"]).chunk(0)
+    app_names = apps_encoded.dictionary.to_pylist()
+    rank = np.argsort(np.argsort(np.array(app_names, dtype=object)))  # Python string order
+    app = rank[apps_encoded.indices.to_numpy()]
+    ep = hits["episode"].to_numpy().astype(np.int64)
+    ts = hits["ts_us"].to_numpy()
+    start = np.minimum(hits["start"].to_numpy(), _MAX_OFFSET)
+    end = np.minimum(hits["end"].to_numpy(), _MAX_OFFSET)
+
+    order = np.lexsort((app, end, start, ts, ep, ua, ip))
+    ip, ua, ep, ts, start, end, app = (a[order] for a in (ip, ua, ep, ts, start, end, app))
+    base_new = _group_starts(ip, ua, ep)
+    calendar = rules.window is Window.CALENDAR
+    window = ts // DAY_US if calendar else _rolling_windows(base_new, ts)
+    new = base_new | _group_starts(window)
+    gid = np.cumsum(new) - 1
+    required = np.array([e.required_bytes for e in rules.catalog.episodes], np.int64)[ep[new]]
+    crossing = _downloads_in_groups(gid, new, start, end, required)
+
+    day = ts[crossing] // DAY_US
+    episode_ids = [e.episode_id for e in rules.catalog.episodes]
+    app_by_rank = sorted(app_names)
+    keys, counts = (
+        np.unique(np.stack([day, ep[crossing], app[crossing]], axis=1), axis=0, return_counts=True)
+        if crossing.any()
+        else (np.empty((0, 3), np.int64), np.empty(0, np.int64))
+    )
+    for (d, e, a), k in zip(keys.tolist(), counts.tolist(), strict=True):
+        downloads[day_to_iso(d), episode_ids[e], app_by_rank[a] if rules.by_app else None] += k
+
+    slots = rules.slots_by_episode()
+    if slots and crossing.any():
+        union_start, union_end = _merged_unions(gid, start, end)
+        for row in np.flatnonzero(crossing).tolist():
+            g = int(gid[row])
+            for slot in slots.get(int(ep[row]), ()):
+                lo = (g << _GROUP_SHIFT) + slot.byte_start
+                hi = (g << _GROUP_SHIFT) + slot.byte_end
+                position = int(np.searchsorted(union_start, lo, side="right")) - 1
+                if position >= 0 and union_start[position] <= lo and union_end[position] >= hi:
+                    ads[
+                        day_to_iso(int(ts[row] // DAY_US)), episode_ids[int(ep[row])], slot.ad_id
+                    ] += 1
+    return downloads, ads
