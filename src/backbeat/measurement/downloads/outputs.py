@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -23,13 +24,33 @@ from backbeat.measurement.downloads.catalog import Catalog
 from backbeat.measurement.downloads.report import DownloadReport
 
 STAGED = ("downloads", "ads", "stats")
-REJECTS_FILE = "rejects.jsonl"
+REJECTS = "rejects"
 
 
-def write_json(items: list[Any], path: str) -> None:
-    """Write one staged JSON file (runs on a worker, so through Beam's file systems)."""
-    with FileSystems.create(path) as handle:
-        handle.write(json.dumps(items).encode("utf-8"))
+def stage(items: Any, name: str) -> tuple[str, Any]:
+    """Label a staged output for :class:`WriteStagedFn`."""
+    return name, items
+
+
+class WriteStagedFn(beam.DoFn):
+    """Write labelled results under the staging directory through Beam's file systems.
+
+    One sink for every output, because the DaskRunner only computes a pipeline's last leaf.
+    """
+
+    def __init__(self, staging: str) -> None:
+        self.staging = staging
+
+    def process(self, element: tuple[str, Any]) -> None:
+        name, items = element
+        if name == REJECTS:
+            path = f"{self.staging}/{REJECTS}/part-{uuid.uuid4().hex}.jsonl"
+            payload = "".join(f"{line}\n" for line in reject_lines(items))
+        else:
+            path = f"{self.staging}/{name}.json"
+            payload = json.dumps(items)
+        with FileSystems.create(path) as handle:
+            handle.write(payload.encode("utf-8"))
 
 
 def reject_lines(batch: pa.RecordBatch) -> Iterable[str]:
@@ -39,6 +60,8 @@ def reject_lines(batch: pa.RecordBatch) -> Iterable[str]:
 
 
 def _read_json(path: str) -> list[Any]:
+    if not FileSystems.exists(path):
+        return []
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode("utf-8"))  # type: ignore[no-any-return]
 
@@ -58,6 +81,20 @@ def load_staged(staging: str) -> DownloadReport:
         else:
             getattr(report, kind)[reason] += count
     return report
+
+
+def copy_rejects(staging: str, target: str | Path) -> int:
+    """Concatenate the staged reject parts into one JSON Lines file; returns lines written."""
+    parts = FileSystems.match([f"{staging}/{REJECTS}/*.jsonl"])[0].metadata_list
+    written = 0
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for part in sorted(parts, key=lambda m: m.path):
+            with FileSystems.open(part.path) as handle:
+                data = handle.read()
+            out.write(data)
+            written += data.count(b"\n")
+    return written
 
 
 def write_csv(rows: list[dict[str, object]], path: str | Path, columns: list[str]) -> None:

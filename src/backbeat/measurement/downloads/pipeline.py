@@ -27,15 +27,17 @@ from backbeat.errors import InvalidInput
 from backbeat.measurement.accesslogs import COMBINED, FORMATS
 from backbeat.measurement.downloads.catalog import load_catalog
 from backbeat.measurement.downloads.outputs import (
-    REJECTS_FILE,
+    REJECTS,
+    STAGED,
+    WriteStagedFn,
     ad_rows,
+    copy_rejects,
     download_columns,
     downloads_table,
     load_staged,
-    reject_lines,
+    stage,
     write_csv,
     write_day_partitions,
-    write_json,
 )
 from backbeat.measurement.downloads.quality import DEFAULT_MAX_BOT_SHARE, check_quality
 from backbeat.measurement.downloads.report import DownloadReport
@@ -125,17 +127,17 @@ def build_pipeline(
         | "ReadLogChunks" >> beam.ParDo(ReadLogChunkFn())
     )
     counts = lines | "CountDownloads" >> DownloadCounts(rules, fmt, num_buckets)
-    for name in ("downloads", "ads", "stats"):
-        _ = (
-            counts[name]
-            | f"Collect{name.title()}" >> beam.combiners.ToList()
-            | f"Stage{name.title()}" >> beam.Map(write_json, f"{staging}/{name}.json")
-        )
+    staged = [
+        counts[name]
+        | f"Collect{name.title()}" >> beam.combiners.ToList()
+        | f"Label{name.title()}" >> beam.Map(stage, name)
+        for name in STAGED
+    ]
+    staged.append(counts[REJECTS] | "LabelRejects" >> beam.Map(stage, REJECTS))
     _ = (
-        counts["rejects"]
-        | "FormatRejects" >> beam.FlatMap(reject_lines)
-        | "StageRejects"
-        >> beam.io.WriteToText(f"{staging}/{REJECTS_FILE}", shard_name_template="", num_shards=1)
+        staged
+        | "MergeStaged" >> beam.Flatten()
+        | "WriteStaged" >> beam.ParDo(WriteStagedFn(staging))
     )
 
 
@@ -163,8 +165,7 @@ def publish(job: DownloadJob, rules: DownloadRules, report: DownloadReport, stag
     if job.ads_output:
         write_csv(ad_rows(report.ads), job.ads_output, ["date", "episode_id", "ad_id", "delivered"])
     if job.rejects:
-        Path(job.rejects).parent.mkdir(parents=True, exist_ok=True)
-        FileSystems.copy([f"{staging}/{REJECTS_FILE}"], [job.rejects])
+        copy_rejects(staging, job.rejects)
     if job.parquet:
         write_day_partitions(
             downloads_table(report, rules.catalog), f"{job.parquet}/downloads", report.days

@@ -3,6 +3,11 @@
 Elements are Arrow arrays / record batches, not one Python object per line: parse and
 rule steps work a batch at a time, the shuffle is keyed by a hash bucket of the
 listener, and each bucket is counted vectorised (:mod:`batch`).
+
+DoFns with several outputs emit ``(tag, value)`` envelopes on their one output and
+``Route`` steps split them, instead of ``TaggedOutput``: Beam's DaskRunner (2.77) hands
+every tagged output of a ParDo to every consumer, and the pipeline must run there too.
+Dead letters (rejects) are still a separate, tagged stream with a ``Metrics`` counter.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from backbeat.measurement.downloads.rules import DAY_US
 from backbeat.measurement.downloads.spec import DownloadRules
 
 NAMESPACE = "backbeat.downloads"
+REQUESTS = "requests"
 REJECTS = "rejects"
 STATS = "stats"
+HITS = "hits"
+DOWNLOADS = "downloads"
 ADS = "ads"
 PANES = "panes"
 DEFAULT_BUCKETS = 64
@@ -37,12 +45,23 @@ DEFAULT_BUCKETS = 64
 StatKey = tuple[str, str]
 
 
-def _stats(kind: str, counts: dict[str, int]) -> Iterator[beam.pvalue.TaggedOutput]:
+def _stats(kind: str, counts: dict[str, int]) -> Iterator[tuple[str, Any]]:
     for reason, count in counts.items():
         if not count:
             continue
         Metrics.counter(NAMESPACE, f"{kind}-{reason}").inc(count)
-        yield beam.pvalue.TaggedOutput(STATS, ((kind, str(reason)), count))
+        yield STATS, ((kind, str(reason)), count)
+
+
+def payloads(envelope: tuple[str, Any], tag: str) -> Iterator[Any]:
+    """The value of an envelope carrying ``tag``."""
+    if envelope[0] == tag:
+        yield envelope[1]
+
+
+def route(envelopes: beam.PCollection, label: str, *tags: str) -> dict[str, beam.PCollection]:
+    """Split an envelope stream into one PCollection per tag."""
+    return {tag: envelopes | f"{label}{tag.title()}" >> beam.FlatMap(payloads, tag) for tag in tags}
 
 
 class ParseLogBatchFn(beam.DoFn):
@@ -53,12 +72,12 @@ class ParseLogBatchFn(beam.DoFn):
 
     def process(self, lines: pa.Array) -> Iterator[Any]:
         parsed, rejects = parse_batch(lines, self.fmt)
-        yield beam.pvalue.TaggedOutput(STATS, (("lines", ""), len(lines)))
+        yield STATS, (("lines", ""), len(lines))
         yield from _stats("rejected", Counter(rejects["reason"].to_pylist()))
         if rejects.num_rows:
-            yield beam.pvalue.TaggedOutput(REJECTS, rejects)
+            yield REJECTS, rejects
         if parsed.num_rows:
-            yield parsed
+            yield REQUESTS, parsed
 
 
 class AssessRequestsFn(beam.DoFn):
@@ -73,7 +92,7 @@ class AssessRequestsFn(beam.DoFn):
         yield from _stats("accepted", {"": hits.num_rows})
         yield from _stats("days", requests_per_day(hits))
         if hits.num_rows:
-            yield hits
+            yield HITS, hits
 
 
 class SplitByBucketFn(beam.DoFn):
@@ -96,9 +115,10 @@ class CountBucketDownloadsFn(beam.DoFn):
         _, batches = element
         downloads, ads = count_bucket(pa.Table.from_batches(list(batches)), self.rules)
         Metrics.counter(NAMESPACE, "downloads").inc(sum(downloads.values()))
-        yield from downloads.items()
+        for key, count in downloads.items():
+            yield DOWNLOADS, (key, count)
         for key, count in ads.items():
-            yield beam.pvalue.TaggedOutput(ADS, (key, count))
+            yield ADS, (key, count)
 
 
 class CountStreamingPaneFn(beam.DoFn):
@@ -144,14 +164,21 @@ class BucketedHits(beam.PTransform):  # type: ignore[misc]
         self.num_buckets = num_buckets
 
     def expand(self, lines: beam.PCollection) -> dict[str, beam.PCollection]:
-        parsed = lines | "ParseLogLines" >> beam.ParDo(ParseLogBatchFn(self.fmt)).with_outputs(
-            REJECTS, STATS, main="requests"
+        parsed = route(
+            lines | "ParseLogLines" >> beam.ParDo(ParseLogBatchFn(self.fmt)),
+            "RouteParsed",
+            REQUESTS,
+            REJECTS,
+            STATS,
         )
-        assessed = parsed.requests | "ApplyRequestRules" >> beam.ParDo(
-            AssessRequestsFn(self.rules)
-        ).with_outputs(STATS, main="hits")
+        assessed = route(
+            parsed[REQUESTS] | "ApplyRequestRules" >> beam.ParDo(AssessRequestsFn(self.rules)),
+            "RouteAssessed",
+            HITS,
+            STATS,
+        )
         buckets = (
-            assessed.hits
+            assessed[HITS]
             | "KeyByListenerBucket" >> beam.ParDo(SplitByBucketFn(self.num_buckets))
             | "GroupByBucket" >> beam.GroupByKey()
         )
@@ -177,11 +204,14 @@ class DownloadCounts(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, lines: beam.PCollection) -> dict[str, beam.PCollection]:
         hits = lines | "BucketHits" >> BucketedHits(self.rules, self.fmt, self.num_buckets)
-        counted = hits["buckets"] | "CountInBucket" >> beam.ParDo(
-            CountBucketDownloadsFn(self.rules)
-        ).with_outputs(ADS, main="downloads")
+        counted = route(
+            hits["buckets"] | "CountInBucket" >> beam.ParDo(CountBucketDownloadsFn(self.rules)),
+            "RouteCounts",
+            DOWNLOADS,
+            ADS,
+        )
         return {
-            "downloads": counted.downloads | "SumDownloads" >> beam.CombinePerKey(sum),
+            "downloads": counted[DOWNLOADS] | "SumDownloads" >> beam.CombinePerKey(sum),
             "ads": counted[ADS] | "SumAds" >> beam.CombinePerKey(sum),
             "stats": hits["stats"] | "SumStats" >> beam.CombinePerKey(sum),
             "rejects": hits["rejects"],
