@@ -116,6 +116,7 @@ def test_measure_ads(runner: CliRunner, inputs: Path):
     assert out.read_text().splitlines() == [
         "date,episode_id,ad_id,delivered",
         "2026-11-21,e1,pre,1",
+        "2026-11-22,e1,pre,1",  # bytes 1000- cover the pre-roll too
     ]
 
 
