@@ -27,7 +27,7 @@ from backbeat.api.app import build_services  # noqa: E402
 from backbeat.config import Settings  # noqa: E402
 from backbeat.db import make_engine, make_session_factory, migrate, session_scope  # noqa: E402
 from backbeat.measurement.eventlog import EventLogReader  # noqa: E402
-from backbeat.serving.decisions import AdRequest  # noqa: E402
+from backbeat.serving.request import AdRequest  # noqa: E402
 from backbeat.serving.signing import TrackingClaims  # noqa: E402
 from synthetic import COUNTRIES, DEVICES, GENRES, book_synthetic, random_request_attributes  # noqa: E402
 
@@ -65,7 +65,7 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     for decision in decisions:
         server.vast(decision)
     vast_s = time.perf_counter() - started
-    filled = sum(decision.filled for decision in decisions)
+    filled = sum(decision[0].filled for decision in decisions)
     print(
         f"in-process decisions      {requests / decide_s:>10,.0f} /s   ({decide_s / requests * 1e6:.1f} µs each, fill {filled / requests:.0%})"
     )

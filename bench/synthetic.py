@@ -110,8 +110,9 @@ def book_synthetic(session: Session, line_items: int, *, seed: int = 1) -> list[
                 "cpm": Decimal(0) if tier == Tier.HOUSE else Decimal(rng.randint(150, 4000)) / 100,
                 "budget": Decimal(1_000_000),
                 "pacing": "asap",
-                "cap_count": rng.choice([None, 3, 5, 10]),
-                "cap_period": "day",
+                "frequency_caps": []
+                if rng.random() < 0.4
+                else [{"count": rng.choice([3, 5, 10]), "period": "day", "length": 1}],
                 "targeting": random_targeting(rng),
             }
         )

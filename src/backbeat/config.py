@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     tracking_ttl_seconds: int = 7 * 24 * 3600
     catalog_poll_seconds: float = 1.0
     redis_url: str | None = None
+    decision_log_sample: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of ad requests logged"
+    )
+    decision_seed: int | None = Field(
+        default=None, description="Seed for tie-breaking and pacing coins"
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

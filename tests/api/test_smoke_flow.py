@@ -28,7 +28,8 @@ def test_book_serve_track_count(client):
         headers=ADMIN,
     ).json()
     assert [row["impressions"] for row in report["rows"]] == [1]
-    assert report["rows"][0]["spend"] == "0.01"
+    # Alone in a second-price auction, the CPM 10.00 bid pays the slot's 1.00 reserve.
+    assert report["rows"][0]["spend"] == "0.001"
 
 
 def test_no_fill_is_valid_empty_vast(client):

@@ -62,6 +62,9 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         signer=signer,
         clock=clock,
         tracking_ttl_seconds=settings.tracking_ttl_seconds,
+        decision_log=event_log.append,
+        decision_log_sample=settings.decision_log_sample,
+        seed=settings.decision_seed,
     )
     ad_server.refresh(force=True)
     tracker = Tracker(signer=signer, log=event_log, clock=clock)

@@ -66,6 +66,7 @@ class Campaign(Versioned, Base):
     end_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     total_budget: Mapped[Decimal] = mapped_column(Money, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    frequency_caps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
 
     advertiser: Mapped[Advertiser] = relationship(back_populates="campaigns")
     line_items: Mapped[list[LineItem]] = relationship(back_populates="campaign")
@@ -87,20 +88,18 @@ class LineItem(Versioned, Base):
     budget: Mapped[Decimal | None] = mapped_column(Money)
     goal_impressions: Mapped[int | None] = mapped_column(BigInteger)
     pacing: Mapped[str] = mapped_column(String(8), nullable=False, default=Pacing.EVEN)
-    cap_count: Mapped[int | None] = mapped_column(Integer)
-    cap_period: Mapped[str | None] = mapped_column(String(8))
+    daily_budget: Mapped[Decimal | None] = mapped_column(Money)
+    frequency_caps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     targeting: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
 
     @property
     def frequency_cap(self) -> dict[str, Any] | None:
-        if self.cap_count is None:
-            return None
-        return {"count": self.cap_count, "period": self.cap_period}
+        """The first cap: shorthand for line items with one cap."""
+        return self.frequency_caps[0] if self.frequency_caps else None
 
     @frequency_cap.setter
     def frequency_cap(self, cap: dict[str, Any] | None) -> None:
-        self.cap_count = None if cap is None else cap["count"]
-        self.cap_period = None if cap is None else cap["period"]
+        self.frequency_caps = [] if cap is None else [cap]
 
     campaign: Mapped[Campaign] = relationship(back_populates="line_items")
     creatives: Mapped[list[Creative]] = relationship(back_populates="line_item")
@@ -140,6 +139,8 @@ class AdSlot(Versioned, Base):
     position: Mapped[str] = mapped_column(String(16), nullable=False)
     reserve_cpm: Mapped[Decimal] = mapped_column(Money, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    reserve_by_country: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    auction: Mapped[str] = mapped_column(String(16), nullable=False, default="second_price")
 
 
 class CatalogState(Base):

@@ -27,9 +27,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from backbeat.catalog.targeting import validate_targeting
+from backbeat.catalog.targeting import COUNTRY_CODES, validate_targeting
 from backbeat.catalog.vocabulary import (
     MIME_TYPES,
+    AuctionType,
     CapPeriod,
     Pacing,
     Position,
@@ -97,6 +98,25 @@ Category = Annotated[str, StringConstraints(pattern=r"^IAB\d{1,2}(-\d{1,2})?$")]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
+def _check_country(value: str) -> str:
+    if value not in COUNTRY_CODES:
+        raise PydanticCustomError("unknown_country", "country must be an ISO 3166-1 alpha-2 code")
+    return value
+
+
+CountryCode = Annotated[str, AfterValidator(_check_country)]
+
+
+def _amounts_as_text(reserves: dict[str, Decimal]) -> dict[str, str]:
+    # Stored in a JSON column, which has no exact decimal type: keep the exact text.
+    return {country: str(amount) for country, amount in sorted(reserves.items())}
+
+
+CountryReserves = Annotated[
+    dict[CountryCode, Amount], AfterValidator(_amounts_as_text), Field(max_length=300)
+]
+
+
 class Input(BaseModel):
     """Unknown fields are an error: a typo must not be silently ignored."""
 
@@ -105,6 +125,20 @@ class Input(BaseModel):
 
 class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class FrequencyCap(BaseModel):
+    """At most ``count`` ads per listener in each fixed UTC window of ``length`` × ``period``
+    (e.g. 3 per 6 hours), or over the whole flight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: Annotated[int, Field(ge=1, le=100_000)]
+    period: CapPeriod
+    length: Annotated[int, Field(ge=1, le=1000)] = 1
+
+
+Caps = Annotated[list[FrequencyCap], Field(max_length=5)]
 
 
 def _require_order(start: datetime | None, end: datetime | None) -> None:
@@ -150,6 +184,7 @@ class CampaignCreate(Input):
     end_at: AwareDatetime
     total_budget: Amount
     currency: Currency = "USD"
+    frequency_caps: Caps = []
 
     @model_validator(mode="after")
     def _flight(self) -> CampaignCreate:
@@ -162,6 +197,7 @@ class CampaignUpdate(Input):
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
     total_budget: Amount | None = None
+    frequency_caps: Caps | None = None
 
     @model_validator(mode="after")
     def _flight(self) -> CampaignUpdate:
@@ -177,6 +213,7 @@ class CampaignRead(Output):
     end_at: datetime
     total_budget: MoneyOut
     currency: str
+    frequency_caps: list[FrequencyCap]
     status: Status
     version: int
     created_at: datetime
@@ -186,17 +223,23 @@ class CampaignRead(Output):
 # --- line items --------------------------------------------------------------------
 
 
-class FrequencyCap(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    count: Annotated[int, Field(ge=1, le=100_000)]
-    period: CapPeriod
-
-
 class LineItemFields(Input):
     """Fields shared by create and update; ``targeting: null`` means "everyone" (``{}``)."""
 
     targeting: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_way_to_cap(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("frequency_cap") is not None
+            and data.get("frequency_caps") is not None
+        ):
+            raise PydanticCustomError(
+                "conflicting_caps", "give frequency_cap or frequency_caps, not both"
+            )
+        return data
 
     @field_validator("targeting", mode="before")
     @classmethod
@@ -211,8 +254,10 @@ class LineItemCreate(LineItemFields):
     cpm: Amount
     budget: Amount | None = None
     goal_impressions: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    daily_budget: Amount | None = None
     pacing: Pacing = Pacing.EVEN
-    frequency_cap: FrequencyCap | None = None
+    frequency_cap: FrequencyCap | None = Field(default=None, description="Shorthand for one cap")
+    frequency_caps: Caps | None = None
 
 
 class LineItemUpdate(LineItemFields):
@@ -221,8 +266,10 @@ class LineItemUpdate(LineItemFields):
     cpm: Amount | None = None
     budget: Amount | None = None
     goal_impressions: Annotated[int, Field(ge=1, le=10**12)] | None = None
+    daily_budget: Amount | None = None
     pacing: Pacing | None = None
-    frequency_cap: FrequencyCap | None = None
+    frequency_cap: FrequencyCap | None = Field(default=None, description="Shorthand for one cap")
+    frequency_caps: Caps | None = None
 
 
 class LineItemRead(Output):
@@ -234,8 +281,10 @@ class LineItemRead(Output):
     cpm: MoneyOut
     budget: MoneyOut | None
     goal_impressions: int | None
+    daily_budget: MoneyOut | None
     pacing: Pacing
     frequency_cap: FrequencyCap | None
+    frequency_caps: list[FrequencyCap]
     targeting: dict[str, Any]
     status: Status
     version: int
@@ -324,6 +373,8 @@ class AdSlotCreate(Input):
     position: Position
     reserve_cpm: Amount = Decimal(0)
     currency: Currency = "USD"
+    reserve_by_country: CountryReserves = Field(default_factory=dict)
+    auction: AuctionType = AuctionType.SECOND_PRICE
 
 
 class AdSlotUpdate(Input):
@@ -331,6 +382,8 @@ class AdSlotUpdate(Input):
     surface: Surface | None = None
     position: Position | None = None
     reserve_cpm: Amount | None = None
+    reserve_by_country: CountryReserves | None = None
+    auction: AuctionType | None = None
 
 
 class AdSlotRead(Output):
@@ -340,6 +393,8 @@ class AdSlotRead(Output):
     position: Position
     reserve_cpm: MoneyOut
     currency: str
+    reserve_by_country: dict[str, MoneyOut]
+    auction: AuctionType
     status: Status
     version: int
     created_at: datetime

@@ -31,6 +31,11 @@ class Pacing(StrEnum):
     ASAP = "asap"
 
 
+class AuctionType(StrEnum):
+    FIRST_PRICE = "first_price"
+    SECOND_PRICE = "second_price"
+
+
 class CapPeriod(StrEnum):
     MINUTE = "minute"
     HOUR = "hour"
@@ -102,3 +107,7 @@ GENRES = frozenset(
 MIME_TYPES = frozenset(
     {"audio/mpeg", "audio/mp4", "audio/aac", "audio/ogg", "audio/wav", "audio/webm", "audio/flac"}
 )
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+CONNECTIONS = frozenset({"wifi", "cellular", "ethernet", "offline", "unknown"})

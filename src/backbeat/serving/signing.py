@@ -68,7 +68,10 @@ class UrlSigner:
         """One URL per event; the shared query is encoded once (this is on the decision path)."""
         fields = claims.fields()
         joined, query = self._joined(fields), urlencode(fields)
-        return {event: f"{self._base}/t/{event}?{query}&sig={self._signature(event, joined)}" for event in events}
+        return {
+            event: f"{self._base}/t/{event}?{query}&sig={self._signature(event, joined)}"
+            for event in events
+        }
 
     def url(self, event: str, claims: TrackingClaims) -> str:
         return self.urls((event,), claims)[event]

@@ -1,8 +1,7 @@
 """An immutable, indexed copy of what can serve, built from the catalog off the request path.
 
 Line items are ordered best-first (tier, then CPM, then id) and numbered by that order;
-the targeting index maps each attribute value to a bitset (a Python int) of the line
-items it admits, so a decision ANDs a handful of bitsets and walks set bits best-first.
+their targeting is compiled into a ``TargetingIndex`` over those numbers.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -17,21 +17,33 @@ from sqlalchemy.orm import Session
 
 from backbeat.catalog.models import AdSlot, Advertiser, Campaign, Creative, LineItem
 from backbeat.catalog.service import catalog_version
-from backbeat.catalog.targeting import TARGETING_KEYS
 from backbeat.catalog.vocabulary import CAP_PERIOD_SECONDS, TIER_RANK, Status, Tier
+from backbeat.serving.targeting_index import TargetingIndex
 from backbeat.types import to_micros
 
-SINGLE_VALUED_KEYS = (
-    "countries",
-    "devices",
-    "platforms",
-    "surfaces",
-    "positions",
-    "slots",
-    "genres",
-)
-MULTI_VALUED_KEYS = ("segments",)
-assert set(SINGLE_VALUED_KEYS + MULTI_VALUED_KEYS) == set(TARGETING_KEYS)
+
+@dataclass(frozen=True, slots=True)
+class CapRule:
+    """At most ``count`` per listener per window; ``scope`` names the counter (``li:7``, ``c:3``)."""
+
+    scope: str
+    count: int
+    window_seconds: int | None  # None: the whole flight
+
+    def window_start(self, now: float) -> int:
+        """Fixed, UTC-aligned windows; -1 for whole-flight caps."""
+        if self.window_seconds is None:
+            return -1
+        return int(now // self.window_seconds) * self.window_seconds
+
+
+def cap_rules(scope: str, caps: list[dict[str, Any]] | None) -> tuple[CapRule, ...]:
+    rules = []
+    for cap in caps or ():
+        period = CAP_PERIOD_SECONDS[cap["period"]]
+        window = None if period is None else period * int(cap.get("length", 1))
+        rules.append(CapRule(scope=scope, count=int(cap["count"]), window_seconds=window))
+    return tuple(rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +60,7 @@ class ServableCreative:
 
 @dataclass(frozen=True, slots=True)
 class ServableLineItem:
-    """A line item with everything a decision needs, money in integer micros."""
+    """A line item with everything a decision needs; money in integer micros."""
 
     id: int
     campaign_id: int
@@ -60,19 +72,28 @@ class ServableLineItem:
     cpm_micros: int
     currency: str
     budget_micros: int | None
+    daily_budget_micros: int | None
     campaign_budget_micros: int
     goal_impressions: int | None
     pacing: str
-    cap_count: int | None
-    cap_period_seconds: int | None
+    caps: tuple[CapRule, ...]
     start_ts: float
     end_ts: float
-    targeting: dict[str, frozenset[Any]]
+    targeting: dict[str, Any]
     creatives: tuple[ServableCreative, ...]
+    advertiser_category: str | None = None
 
     @property
     def is_house(self) -> bool:
         return self.tier == Tier.HOUSE
+
+    @property
+    def categories(self) -> frozenset[str]:
+        """IAB categories of the ad (creatives and advertiser), for competitive separation."""
+        found = {category for creative in self.creatives for category in creative.categories}
+        if self.advertiser_category:
+            found.add(self.advertiser_category)
+        return frozenset(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,47 +104,15 @@ class ServableSlot:
     position: str
     reserve_micros: int
     currency: str
+    reserve_by_country: dict[str, int] = field(default_factory=dict)
+    auction: str = "second_price"
 
-
-@dataclass(slots=True)
-class TargetingIndex:
-    """Per targeting key: value -> bitset of admitting line items, and who is unrestricted."""
-
-    all_bits: int = 0
-    by_value: dict[str, dict[Any, int]] = field(default_factory=lambda: defaultdict(dict))
-    unrestricted: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, line_items: list[ServableLineItem]) -> TargetingIndex:
-        index = cls(all_bits=(1 << len(line_items)) - 1)
-        for key in TARGETING_KEYS:
-            values: dict[Any, int] = {}
-            free = 0
-            for position, item in enumerate(line_items):
-                admitted = item.targeting.get(key)
-                if admitted is None:
-                    free |= 1 << position
-                    continue
-                for value in admitted:
-                    values[value] = values.get(value, 0) | (1 << position)
-            index.by_value[key] = values
-            index.unrestricted[key] = free
-        return index
-
-    def candidates(self, attributes: dict[str, Any]) -> int:
-        """Bitset of line items whose targeting admits the request."""
-        bits = self.all_bits
-        for key in SINGLE_VALUED_KEYS:
-            bits &= self.unrestricted[key] | self.by_value[key].get(attributes.get(key), 0)
-            if not bits:
-                return 0
-        for key in MULTI_VALUED_KEYS:
-            admitted = self.unrestricted[key]
-            values = self.by_value[key]
-            for value in attributes.get(key) or ():
-                admitted |= values.get(value, 0)
-            bits &= admitted
-        return bits
+    def reserve_for(self, country: str | None) -> int:
+        return (
+            self.reserve_by_country.get(country, self.reserve_micros)
+            if country
+            else self.reserve_micros
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +124,7 @@ class Snapshot:
 
     @classmethod
     def empty(cls) -> Snapshot:
-        return cls(version=-1, line_items=(), slots={}, index=TargetingIndex())
+        return cls.of(-1, [], [])
 
     @classmethod
     def of(
@@ -146,12 +135,8 @@ class Snapshot:
             version=version,
             line_items=tuple(ordered),
             slots={slot.id: slot for slot in slots},
-            index=TargetingIndex.build(ordered),
+            index=TargetingIndex.build(item.targeting for item in ordered),
         )
-
-
-def _ts(moment: datetime) -> float:
-    return moment.timestamp()
 
 
 def load_snapshot(session: Session, *, now: datetime) -> Snapshot:
@@ -190,20 +175,22 @@ def load_snapshot(session: Session, *, now: datetime) -> Snapshot:
             campaign_id=campaign.id,
             advertiser_id=advertiser.id,
             advertiser_name=advertiser.name,
+            advertiser_category=advertiser.category,
             name=item.name,
             tier=item.tier,
             tier_rank=TIER_RANK[item.tier],
             cpm_micros=to_micros(item.cpm),
             currency=campaign.currency,
             budget_micros=None if item.budget is None else to_micros(item.budget),
+            daily_budget_micros=None if item.daily_budget is None else to_micros(item.daily_budget),
             campaign_budget_micros=to_micros(campaign.total_budget),
             goal_impressions=item.goal_impressions,
             pacing=item.pacing,
-            cap_count=item.cap_count,
-            cap_period_seconds=CAP_PERIOD_SECONDS.get(item.cap_period) if item.cap_period else None,
-            start_ts=_ts(campaign.start_at),
-            end_ts=_ts(campaign.end_at),
-            targeting={key: frozenset(values) for key, values in (item.targeting or {}).items()},
+            caps=cap_rules(f"li:{item.id}", item.frequency_caps)
+            + cap_rules(f"c:{campaign.id}", campaign.frequency_caps),
+            start_ts=campaign.start_at.timestamp(),
+            end_ts=campaign.end_at.timestamp(),
+            targeting=item.targeting or {},
             creatives=tuple(creatives[item.id]),
         )
         for item, campaign, advertiser in rows
@@ -217,6 +204,11 @@ def load_snapshot(session: Session, *, now: datetime) -> Snapshot:
             position=slot.position,
             reserve_micros=to_micros(slot.reserve_cpm),
             currency=slot.currency,
+            reserve_by_country={
+                country: to_micros(Decimal(amount))
+                for country, amount in (slot.reserve_by_country or {}).items()
+            },
+            auction=slot.auction,
         )
         for slot in session.execute(select(AdSlot).where(AdSlot.status == Status.ACTIVE)).scalars()
     ]

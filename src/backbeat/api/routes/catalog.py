@@ -67,7 +67,7 @@ def catalog_router(
         session: SessionDep,
         services: ServicesDep,
     ):  # type: ignore[no-untyped-def, valid-type]
-        values = body.model_dump(exclude_unset=False)  # type: ignore[attr-defined]
+        values = body.model_dump(exclude_none=True)  # type: ignore[attr-defined]
         obj = create_object(session=session, resource=resource, values=values, principal=principal)
         session.commit()
         services.ad_server.poke()

@@ -1,0 +1,164 @@
+"""Targeting expressions compiled into an index over line items.
+
+Each live line item has a position in best-first order and a bit at that position. The
+top-level conjuncts of its expression that test one attribute (``countries: [...]``, or
+``not: {genres: [...]}``) go into inverted lists: per attribute value, a bitset (a Python
+int) of the line items that admit it, or exclude it. A request ANDs one bitset per
+attribute in use, so its cost grows with the number of attributes, not of line items;
+only the rare conjuncts that mix attributes (``any``, nested ``not``) are evaluated per
+candidate afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from backbeat.catalog.targeting import MULTI_VALUED_KEYS, TARGETING_KEYS
+
+Attributes = Mapping[str, Any]
+Predicate = Callable[[Attributes], bool]
+
+
+def _leaf(key: str, values: frozenset[Any]) -> Predicate:
+    if key in MULTI_VALUED_KEYS:
+        return lambda attributes: not values.isdisjoint(attributes.get(key) or ())
+    return lambda attributes: attributes.get(key) in values
+
+
+def compile_predicate(expression: Mapping[str, Any]) -> Predicate:
+    """The whole expression as one function of the request attributes."""
+    parts: list[Predicate] = []
+    for key, value in expression.items():
+        if key == "not":
+            inner = compile_predicate(value)
+            parts.append(lambda attributes, inner=inner: not inner(attributes))
+        elif key == "all":
+            members = [compile_predicate(item) for item in value]
+            parts.append(
+                lambda attributes, members=members: all(member(attributes) for member in members)
+            )
+        elif key == "any":
+            members = [compile_predicate(item) for item in value]
+            parts.append(
+                lambda attributes, members=members: any(member(attributes) for member in members)
+            )
+        else:
+            parts.append(_leaf(key, frozenset(value)))
+    if len(parts) == 1:
+        return parts[0]
+    return lambda attributes: all(part(attributes) for part in parts)
+
+
+@dataclass(slots=True)
+class SplitExpression:
+    """An expression as indexable conjuncts plus a residual."""
+
+    includes: dict[str, frozenset[Any]] = field(default_factory=dict)
+    excludes: dict[str, frozenset[Any]] = field(default_factory=dict)
+    residual: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+def split_expression(
+    expression: Mapping[str, Any], into: SplitExpression | None = None
+) -> SplitExpression:
+    """Top-level single-attribute tests become index entries; the rest is residual."""
+    split = into or SplitExpression()
+    for key, value in expression.items():
+        if key == "all":
+            for member in value:
+                split_expression(member, split)
+        elif key == "not" and len(value) == 1 and next(iter(value)) in TARGETING_KEYS:
+            ((inner_key, inner_values),) = value.items()
+            split.excludes[inner_key] = split.excludes.get(inner_key, frozenset()) | frozenset(
+                inner_values
+            )
+        elif key in TARGETING_KEYS:
+            values = frozenset(value)
+            # Two include tests of one attribute (via ``all``) must both hold: intersect.
+            split.includes[key] = split.includes[key] & values if key in split.includes else values
+        else:
+            split.residual.append({key: value})
+    return split
+
+
+def iter_bits(bits: int) -> Iterator[int]:
+    """Positions of set bits, lowest (best) first."""
+    while bits:
+        low = bits & -bits
+        yield low.bit_length() - 1
+        bits ^= low
+
+
+@dataclass(slots=True)
+class TargetingIndex:
+    """Inverted bitsets per attribute value, for includes and excludes, plus residuals."""
+
+    all_bits: int = 0
+    include: dict[str, dict[Any, int]] = field(default_factory=dict)
+    unrestricted: dict[str, int] = field(default_factory=dict)
+    exclude: dict[str, dict[Any, int]] = field(default_factory=dict)
+    residual_bits: int = 0
+    residuals: dict[int, Predicate] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, expressions: Iterable[Mapping[str, Any]]) -> TargetingIndex:
+        index = cls()
+        count = 0
+        restricted: dict[str, int] = {}
+        for position, expression in enumerate(expressions):
+            count += 1
+            bit = 1 << position
+            split = split_expression(expression)
+            for key, values in split.includes.items():
+                # An include test whose values intersect to nothing admits no request.
+                restricted[key] = restricted.get(key, 0) | bit
+                table = index.include.setdefault(key, {})
+                for value in values:
+                    table[value] = table.get(value, 0) | bit
+            for key, values in split.excludes.items():
+                table = index.exclude.setdefault(key, {})
+                for value in values:
+                    table[value] = table.get(value, 0) | bit
+            if split.residual:
+                index.residual_bits |= bit
+                index.residuals[position] = compile_predicate({"all": split.residual})
+        index.all_bits = (1 << count) - 1
+        for key, bits in restricted.items():
+            index.include.setdefault(key, {})
+            index.unrestricted[key] = index.all_bits & ~bits
+        return index
+
+    @property
+    def keys_in_use(self) -> frozenset[str]:
+        return (
+            frozenset(self.include) | frozenset(self.exclude) | ({"*"} if self.residuals else set())
+        )
+
+    def candidates(self, attributes: Attributes) -> int:
+        """Bitset of line items whose targeting admits the request."""
+        bits = self.all_bits
+        for key, table in self.include.items():
+            value = attributes.get(key)
+            if key in MULTI_VALUED_KEYS:
+                admitted = self.unrestricted[key]
+                for member in value or ():
+                    admitted |= table.get(member, 0)
+            else:
+                admitted = self.unrestricted[key] | table.get(value, 0)
+            bits &= admitted
+            if not bits:
+                return 0
+        for key, table in self.exclude.items():
+            value = attributes.get(key)
+            if key in MULTI_VALUED_KEYS:
+                for member in value or ():
+                    bits &= ~table.get(member, 0)
+            elif value is not None:
+                bits &= ~table.get(value, 0)
+        pending = bits & self.residual_bits
+        for position in iter_bits(pending):
+            if not self.residuals[position](attributes):
+                bits &= ~(1 << position)
+        return bits
