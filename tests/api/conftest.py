@@ -44,6 +44,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         log_json=False,
         log_level="WARNING",
         catalog_poll_seconds=0.2,
+        decision_log_sample=0.0,  # tests of the decision log turn it on themselves
     )
 
 

@@ -14,9 +14,10 @@ from fastapi import FastAPI
 
 from backbeat import __version__
 from backbeat.api.deps import Services
+from backbeat.api.hot_paths import HotPaths, document_hot_paths
 from backbeat.api.middleware import MetricsMiddleware
 from backbeat.api.problems import install_problem_handlers
-from backbeat.api.routes import catalog, health, keys, reports, serving, tracking
+from backbeat.api.routes import catalog, health, keys, reports, serving
 from backbeat.config import Settings, get_settings
 from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
 from backbeat.measurement.eventlog import EventLogWriter
@@ -24,6 +25,7 @@ from backbeat.measurement.tracking import Tracker
 from backbeat.observability import configure_logging, log
 from backbeat.reporting.service import delivered_so_far
 from backbeat.serving.ledger import MemoryLedger
+from backbeat.serving.redis_ledger import RedisLedger
 from backbeat.serving.server import AdServer
 from backbeat.serving.signing import UrlSigner
 
@@ -50,7 +52,8 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
     ensure_migrated(engine)
     sessions = make_session_factory(engine)
     signer = UrlSigner(load_signing_key(settings), settings.public_base_url)
-    ledger = MemoryLedger()
+    # Replicas share caps and budgets through Redis; one process alone keeps them in memory.
+    ledger = RedisLedger(settings.redis_url) if settings.redis_url else MemoryLedger()
     with sessions() as session:
         line_items, campaigns = delivered_so_far(session)
     ledger.seed(line_items=line_items, campaigns=campaigns)
@@ -95,6 +98,8 @@ def create_app(
             stop.set()
             services.ad_server.poke()
             watcher.join(timeout=5)
+            if isinstance(services.ad_server.ledger, RedisLedger):
+                services.ad_server.ledger.close()  # flush delivery, give unused leases back
             services.event_log.close()
             services.engine.dispose()
 
@@ -110,10 +115,10 @@ def create_app(
         *catalog.ROUTERS,
         keys.router,
         serving.router,
-        tracking.router,
         reports.router,
         health.router,
     ):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware)
-    return app
+    document_hot_paths(app)
+    return HotPaths(app)

@@ -15,10 +15,13 @@ from backbeat.observability import log
 PROBLEM_TYPE_BASE = "https://backbeat.invalid/problems/"
 
 
-def problem(
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_body(
     status: int, title: str, reason: str, detail: str, instance: str, **extra: Any
-) -> JSONResponse:
-    body = {
+) -> dict[str, Any]:
+    return {
         "type": PROBLEM_TYPE_BASE + reason,
         "title": title,
         "status": status,
@@ -27,7 +30,33 @@ def problem(
         "reason": reason,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def problem(
+    status: int, title: str, reason: str, detail: str, instance: str, **extra: Any
+) -> JSONResponse:
+    body = problem_body(status, title, reason, detail, instance, **extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def error_problem(error: BackbeatError, instance: str) -> dict[str, Any]:
+    extra = {
+        key: value for key, value in error.context.items() if isinstance(value, str | int | None)
+    }
+    return problem_body(error.status, error.title, error.reason, error.detail, instance, **extra)
+
+
+def validation_problem(
+    errors: list[dict[str, Any]], instance: str, *, skip_loc: int = 1
+) -> dict[str, Any]:
+    """One 422 body for any Pydantic validation failure; ``reason`` is the first error's type."""
+    listed = _jsonable_errors(errors)
+    first = listed[0] if listed else {"type": "invalid_input", "msg": "invalid input", "loc": []}
+    reason = str(first["type"]).replace("_", "-")
+    where = ".".join(first.get("loc", [])[skip_loc:]) or "request"
+    return problem_body(
+        422, "Invalid input", reason, f"{where}: {first['msg']}", instance, errors=listed
+    )
 
 
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,29 +73,16 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(BackbeatError)
     async def _backbeat(request: Request, error: BackbeatError) -> JSONResponse:
-        extra = {
-            key: value
-            for key, value in error.context.items()
-            if isinstance(value, str | int | None)
-        }
-        return problem(
-            error.status, error.title, error.reason, error.detail, request.url.path, **extra
+        return JSONResponse(
+            error_problem(error, request.url.path),
+            status_code=error.status,
+            media_type=PROBLEM_MEDIA_TYPE,
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        errors = _jsonable_errors(list(error.errors()))
-        first = errors[0] if errors else {"type": "invalid_input", "msg": "invalid input"}
-        reason = str(first["type"]).replace("_", "-")
-        where = ".".join(first.get("loc", [])[1:]) or "request"
-        return problem(
-            422,
-            "Invalid input",
-            reason,
-            f"{where}: {first['msg']}",
-            request.url.path,
-            errors=errors,
-        )
+        body = validation_problem(list(error.errors()), request.url.path)
+        return JSONResponse(body, status_code=422, media_type=PROBLEM_MEDIA_TYPE)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:

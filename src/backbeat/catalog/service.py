@@ -154,8 +154,8 @@ def create_object(
         resource.check(values, None)
     obj = resource.model(**values)
     session.add(obj)
+    _flush(session, resource)  # before the bump, whose autoflush would escape _flush's handler
     bump_catalog_version(session)
-    _flush(session, resource)
     return obj
 
 
@@ -187,8 +187,8 @@ def update_object(
         resource.check(changes, obj)
     for field, value in changes.items():
         setattr(obj, field, value)
+    _flush(session, resource)  # before the bump, whose autoflush would escape _flush's handler
     bump_catalog_version(session)
-    _flush(session, resource)
     return obj
 
 
@@ -202,8 +202,8 @@ def set_status(
         raise Conflict(f"{resource.name} {object_id} is archived", reason="archived")
     if obj.status != status:
         obj.status = status
-        bump_catalog_version(session)
         _flush(session, resource)
+        bump_catalog_version(session)
     return obj
 
 

@@ -1,0 +1,187 @@
+"""``GET /vast`` and ``GET /t/{event}`` as plain ASGI handlers in front of the FastAPI app.
+
+These two are the ad server's and the tracker's hot paths: FastAPI's per-request
+dependency and parameter machinery costs more CPU than the decision itself, so they
+parse with one Pydantic model, answer directly, and leave every other path to FastAPI.
+Errors are the same RFC 9457 problems as everywhere else; OpenAPI documents both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from backbeat.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    error_problem,
+    problem_body,
+    validation_problem,
+)
+from backbeat.api.routes.serving import VastQuery, build_request
+from backbeat.errors import BackbeatError
+from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, log
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+VAST_PATH = "/vast"
+TRACKING_PREFIX = "/t/"
+VAST_HEADERS = [
+    (b"content-type", b"application/xml; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+]
+PROBLEM_HEADERS = [(b"content-type", PROBLEM_MEDIA_TYPE.encode())]
+_latency = {route: HTTP_LATENCY.labels(route) for route in (VAST_PATH, "/t/{event}")}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+class HotPaths:
+    """Routes the two hot paths itself; everything else goes to the wrapped FastAPI app."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    @property
+    def state(self) -> Any:
+        """The FastAPI app's state (its services), so callers can treat this as the app."""
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path = scope["path"]
+            if path == VAST_PATH:
+                await self._answer(scope, send, VAST_PATH, self._vast)
+                return
+            if path.startswith(TRACKING_PREFIX) and "/" not in path[len(TRACKING_PREFIX) :]:
+                await self._answer(scope, send, "/t/{event}", self._track)
+                return
+        await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _answer(
+        self,
+        scope: Scope,
+        send: Send,
+        route: str,
+        handler: Callable[[Scope], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]],
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            status, headers, body = await handler(scope)
+        except BackbeatError as error:
+            status, headers, body = (
+                error.status,
+                PROBLEM_HEADERS,
+                orjson.dumps(error_problem(error, scope["path"])),
+            )
+        except ValidationError as error:
+            problem = validation_problem(list(error.errors()), scope["path"], skip_loc=0)
+            status, headers, body = 422, PROBLEM_HEADERS, orjson.dumps(problem)
+        except Exception:
+            log.exception("unhandled error", path=scope["path"])
+            problem = problem_body(
+                500,
+                "Internal error",
+                "internal-error",
+                "an unexpected error occurred",
+                scope["path"],
+            )
+            status, headers, body = 500, PROBLEM_HEADERS, orjson.dumps(problem)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+        _latency[route].observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+
+    def _params(self, scope: Scope) -> dict[str, str]:
+        return dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+
+    async def _vast(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        query = VastQuery.model_validate(self._params(scope))
+        services = self.app.state.services
+        ad_request = build_request(_headers(scope), _peer(scope), query.fields())
+        decisions = services.ad_server.decide(ad_request, query.pod())
+        return 200, VAST_HEADERS, services.ad_server.vast(decisions)
+
+    async def _track(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        event = scope["path"][len(TRACKING_PREFIX) :]
+        headers = _headers(scope)
+        peer = _peer(scope)
+        ip = headers.get("x-device-ip") or peer
+        agent = headers.get("x-device-user-agent") or headers.get("user-agent", "")
+        await self.app.state.services.tracker.track(
+            event, self._params(scope), ip=ip[:64], user_agent=agent
+        )
+        return 204, [], b""
+
+
+def document_hot_paths(app: FastAPI) -> None:
+    """Add the two hand-routed paths to the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        properties = VastQuery.model_json_schema()["properties"]
+        required = set(VastQuery.model_json_schema().get("required", ()))
+        problem = {
+            "description": "Problem",
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"type": "object"}}},
+        }
+        schema["paths"][VAST_PATH] = {
+            "get": {
+                "tags": ["serving"],
+                "summary": "Audio ads as VAST 4.2",
+                "description": "A pod with `sequence` attributes when `pod_max_ads` > 1; an empty "
+                '`<VAST version="4.2">` with an Error URI when nothing is eligible.',
+                "operationId": "vast",
+                "parameters": [
+                    {"name": name, "in": "query", "required": name in required, "schema": spec}
+                    for name, spec in properties.items()
+                ],
+                "responses": {
+                    "200": {
+                        "description": "VAST 4.2",
+                        "content": {"application/xml": {"schema": {"type": "string"}}},
+                    },
+                    "404": problem,
+                    "422": problem,
+                },
+            }
+        }
+        schema["paths"]["/t/{event}"] = {
+            "get": {
+                "tags": ["tracking"],
+                "summary": "Tracking pixel (signed URL from a VAST answer)",
+                "operationId": "track",
+                "parameters": [
+                    {"name": "event", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "204": {"description": "Recorded durably"},
+                    "403": problem,
+                    "404": problem,
+                    "410": problem,
+                },
+            }
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
