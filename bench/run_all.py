@@ -8,7 +8,9 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 BENCHMARKS = [
-    ("Ad serving and tracking", ["bench_serving.py"]),
+    ("Ad serving and tracking (1,000 line items)", ["bench_serving.py"]),
+    ("Ad serving at 10,000 line items", ["bench_serving.py", "--line-items", "10000"]),
+    ("Decision cost as the book grows", ["bench_scaling.py"]),
     ("Event log", ["bench_eventlog.py"]),
 ]
 
