@@ -69,9 +69,11 @@ def generate(
             rng = np.random.default_rng([seed, index])
             block = generate_block(rng, min(chunk_lines, lines - offset), sessions, episodes)
             with_newlines = pc.binary_join_element_wise(block, "", "\n")
-            _, offsets, data = with_newlines.buffers()
-            bounds = np.frombuffer(offsets, np.int32)[with_newlines.offset :][[0, len(block)]]
-            out.write(memoryview(data)[int(bounds[0]) : int(bounds[1])])
+            chunks = getattr(with_newlines, "chunks", [with_newlines])
+            for chunk in chunks:
+                _, offsets, data = chunk.buffers()
+                bounds = np.frombuffer(offsets, np.int32)[chunk.offset :][[0, len(chunk)]]
+                out.write(memoryview(data)[int(bounds[0]) : int(bounds[1])])
 
 
 def generate_block(rng: np.random.Generator, lines: int, sessions: int, episodes: int) -> pa.Array:

@@ -434,3 +434,29 @@ def test_rules_count_the_same_through_counter_keys():
     # Guard against StrEnum keys drifting from plain strings between implementations.
     report = count_downloads(["junk"], rules_for(Window.CALENDAR, False))
     assert Counter({"malformed-line": 1}) == report.rejected
+
+
+TRICKY_TIMES = [
+    "21/Nov/2026:13:55:36 +0130",
+    "21/Nov/2026:13:55:36 -1200",
+    "31/Nov/2026:13:55:36 +0000",
+    "29/Feb/2028:00:00:00 +0000",
+    "29/Feb/2027:00:00:00 +0000",
+    "21/Nov/2026:23:59:60 +0000",
+    "21/nov/2026:13:55:36 +0000",
+    "1/Nov/2026:13:55:36 +0000",
+    "21/Nov/2026:13:55:36 +0099",
+    "21/Nov/0000:13:55:36 +0000",
+]
+
+
+@pytest.mark.parametrize("stamp", TRICKY_TIMES)
+def test_batch_timestamps_match_the_scalar_parser(stamp: str):
+    line = f'203.0.113.9 - - [{stamp}] "GET /ep/long.mp3 HTTP/1.1" 200 5 "-" "{APP}" "-"'
+    parsed, rejects = parse_batch(pa.array([line]))
+    try:
+        expected = parse_line(line).ts_us
+    except ValueError:
+        assert (parsed.num_rows, rejects["reason"].to_pylist()) == (0, ["bad-timestamp"])
+    else:
+        assert parsed["ts_us"].to_pylist() == [expected]

@@ -35,6 +35,14 @@ _COMBINED_RE = re.compile(COMBINED_PATTERN)
 _CLF_TIME_RE = re.compile(
     r"(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})"
 )
+_MONTH_NAMES = "|".join(calendar.month_abbr[1:])
+# Timestamps a lenient parser (Arrow's strptime) reads exactly as parse_clf_time does:
+# days that exist in every month, in-range clock fields and offsets.
+STRICT_CLF_TIME = (
+    rf"^(0[1-9]|1[0-9]|2[0-8])/({_MONTH_NAMES})/[1-9][0-9]{{3}}:"
+    r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] [+-]([01][0-9]|2[0-3])[0-5][0-9]$"
+)
+CLF_TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _ESCAPE_RE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)")
 _JSON_KEYS = ("ts", "ip", "method", "path", "status", "bytes")

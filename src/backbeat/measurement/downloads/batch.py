@@ -20,8 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from backbeat.measurement.accesslogs import (
+    CLF_TIME_FORMAT,
     COMBINED,
     COMBINED_PATTERN,
+    STRICT_CLF_TIME,
     MalformedLine,
     RejectReason,
     Request,
@@ -32,8 +34,10 @@ from backbeat.measurement.accesslogs import (
 )
 from backbeat.measurement.downloads.report import day_to_iso
 from backbeat.measurement.downloads.rules import (
+    CANONICAL_IPV4,
     DAY_US,
     Exclusion,
+    IpRanges,
     RangeKind,
     bot_exclusion,
     delivered_interval,
@@ -59,15 +63,17 @@ PARSED_SCHEMA = pa.schema(
         ("referer", pa.string()),
     ]
 )
+# User agents and apps repeat: dictionary columns keep the shuffled batches small.
+_DICT = pa.dictionary(pa.int32(), pa.string())
 HIT_SCHEMA = pa.schema(
     [
         ("listener_ip", pa.string()),
-        ("user_agent", pa.string()),
+        ("user_agent", _DICT),
         ("episode", pa.int32()),
         ("ts_us", pa.int64()),
         ("start", pa.int64()),
         ("end", pa.int64()),
-        ("app", pa.string()),
+        ("app", _DICT),
     ]
 )
 REJECT_SCHEMA = pa.schema([("reason", pa.string()), ("line", pa.string())])
@@ -147,24 +153,40 @@ def _or_none(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return wrapped
 
 
+def _clf_times(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """UTC microseconds and validity per row: vectorised where unambiguous, else by
+    :func:`parse_clf_time` once per distinct value."""
+    strict = pc.match_substring_regex(texts, STRICT_CLF_TIME)
+    fast = pc.strptime(
+        pc.if_else(strict, texts, None), format=CLF_TIME_FORMAT, unit="s", error_is_null=True
+    )
+    done = np.asarray(pc.is_valid(fast))
+    ts_us = pc.fill_null(pc.cast(fast, pa.int64()), 0).to_numpy() * 1_000_000
+    slow_rows = np.flatnonzero(~done)
+    slow, slow_idx = per_distinct(
+        texts.take(pa.array(slow_rows, pa.int64())), _or_none(parse_clf_time)
+    )
+    ok = done.copy()
+    ok[slow_rows] = _column([value is not None for value in slow], slow_idx, bool)
+    ts_us[slow_rows] = _column([value or 0 for value in slow], slow_idx, np.int64)
+    return ts_us, ok
+
+
 def _parse_combined_fast(lines: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
     """Parse the lines the vectorised regex and scalar field parsers accept; return the rest."""
     matches = pc.extract_regex(lines, COMBINED_PATTERN)
     matched = pc.is_valid(matches)
     good = pc.filter(matches, matched)
-    times, time_idx = per_distinct(pc.struct_field(good, "time"), _or_none(parse_clf_time))
+    ts_us, time_ok = _clf_times(pc.struct_field(good, "time"))
     targets, target_idx = per_distinct(
         pc.struct_field(good, "request"), _or_none(parse_request_line)
     )
-    ok = (
-        np.array([t is not None for t in times], bool)[time_idx]
-        & (np.array([t is not None for t in targets], bool)[target_idx])
-    )
+    ok = time_ok & _column([t is not None for t in targets], target_idx, bool)
     slow = pa.concat_arrays(
         [pc.filter(lines, pc.invert(matched)), pc.filter(lines, matched).filter(pa.array(~ok))]
     )
     good = good.filter(pa.array(ok))
-    time_idx, target_idx = time_idx[ok], target_idx[ok]
+    ts_us, target_idx = ts_us[ok], target_idx[ok]
 
     def optional(name: str, empty: str | None = None) -> pa.Array:
         results, idx = per_distinct(pc.struct_field(good, name), optional_field)
@@ -174,10 +196,7 @@ def _parse_combined_fast(lines: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
     nbytes = pc.struct_field(good, "bytes")
     batch = pa.RecordBatch.from_arrays(
         [
-            pa.array(
-                np.array([t or 0 for t in times], np.int64)[time_idx] if len(time_idx) else [],
-                pa.int64(),
-            ),
+            pa.array(ts_us, pa.int64()),
             pc.struct_field(good, "ip"),
             pa.array([t[0] if t else "" for t in targets], pa.string()).take(
                 pa.array(target_idx, pa.int64())
@@ -228,9 +247,7 @@ def assess_batch(
     """Apply every per-request rule: the hits that count towards bytes, and exclusions by reason."""
     n = parsed.num_rows
     if n == 0:
-        return HIT_SCHEMA.empty_table().to_batches(max_chunksize=1)[
-            0
-        ] if False else pa.RecordBatch.from_pylist([], schema=HIT_SCHEMA), Counter()
+        return pa.RecordBatch.from_pylist([], schema=HIT_SCHEMA), Counter()
     status = parsed["status"].to_numpy(zero_copy_only=False).astype(np.int64)
 
     methods, method_idx = per_distinct(parsed["method"], lambda m: m)
@@ -249,9 +266,7 @@ def assess_batch(
     bots, bot_idx = per_distinct(
         parsed["user_agent"], lambda ua: _CODE[bot_exclusion(ua or "", classify(ua))]
     )
-    ips, ip_idx = per_distinct(parsed["ip"], lambda ip: (listener_ip(ip), ip in rules.data_centres))
-    ip_valid = _column([ip is not None for ip, _ in ips], ip_idx, bool)
-    in_dc = _column([dc for _, dc in ips], ip_idx, bool)
+    listener_all, ip_valid, in_dc = _listeners(parsed["ip"], rules.data_centres)
 
     # Each reason code fits in 5 bits; pack the row's findings into one integer key.
     combined = (
@@ -302,7 +317,7 @@ def assess_batch(
         values,
         file_bytes,
     )
-    listener = pa.array([ip for ip, _ in ips], pa.string()).take(pa.array(ip_idx[keep]))
+    listener = listener_all.filter(pa.array(keep))
     if rules.by_app:
         app = _apps(kept["user_agent"], kept["referer"])
     else:
@@ -310,16 +325,45 @@ def assess_batch(
     hits = pa.RecordBatch.from_arrays(
         [
             listener,
-            kept["user_agent"],
+            pc.dictionary_encode(kept["user_agent"]),
             pa.array(ep, pa.int32()),
             kept["ts_us"],
             pa.array(np.asarray(start, np.int64)),
             pa.array(np.asarray(end, np.int64)),
-            app,
+            pc.dictionary_encode(app),
         ],
         schema=HIT_SCHEMA,
     )
     return hits, excluded
+
+
+def _listeners(ips: pa.Array, ranges: IpRanges) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Listener IP, validity and data-centre membership per row.
+
+    Canonical dotted quads are their own listener IP and are checked against the ranges as
+    integers; anything else (IPv6, odd spellings) goes through :func:`listener_ip` once
+    per distinct value.
+    """
+    n = len(ips)
+    v4 = np.asarray(pc.fill_null(pc.match_substring_regex(ips, CANONICAL_IPV4), False))
+    valid = np.ones(n, bool)
+    in_dc = np.zeros(n, bool)
+    if ranges and v4.any():
+        parts = pc.list_flatten(pc.split_pattern(ips.filter(pa.array(v4)), "."))
+        quads = parts.cast(pa.int64()).to_numpy().reshape(-1, 4)
+        in_dc[v4] = ranges.contains_ipv4(
+            (quads[:, 0] << 24) | (quads[:, 1] << 16) | (quads[:, 2] << 8) | quads[:, 3]
+        )
+    other_rows = np.flatnonzero(~v4)
+    results, idx = per_distinct(
+        ips.filter(pa.array(~v4)), lambda ip: (listener_ip(ip), ip is not None and ip in ranges)
+    )
+    valid[other_rows] = _column([r[0] is not None for r in results], idx, bool)
+    in_dc[other_rows] = _column([r[1] for r in results], idx, bool)
+    mapped = pa.array([r[0] for r in results], pa.string()).take(pa.array(idx, pa.int64()))
+    index = np.arange(n)
+    index[other_rows] = n + np.arange(len(other_rows))
+    return pa.concat_arrays([ips.cast(pa.string()), mapped]).take(pa.array(index)), valid, in_dc
 
 
 def _apps(user_agents: pa.Array, referers: pa.Array) -> pa.Array:
@@ -469,8 +513,8 @@ def count_bucket(
         return downloads, ads
     hits = hits.combine_chunks()
     ip = pc.dictionary_encode(hits["listener_ip"]).chunk(0).indices.to_numpy()
-    ua = pc.dictionary_encode(hits["user_agent"]).chunk(0).indices.to_numpy()
-    apps_encoded = pc.dictionary_encode(hits["app"]).chunk(0)
+    ua = pc.dictionary_encode(hits["user_agent"].cast(pa.string())).chunk(0).indices.to_numpy()
+    apps_encoded = pc.dictionary_encode(hits["app"].cast(pa.string())).chunk(0)
     app_names = apps_encoded.dictionary.to_pylist()
     rank = np.argsort(np.argsort(np.array(app_names, dtype=object)))  # Python string order
     app = rank[apps_encoded.indices.to_numpy()]

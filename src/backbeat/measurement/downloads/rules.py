@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 DAY_US = 86_400 * 1_000_000
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# Dotted quads that ipaddress accepts unchanged (no leading zeros): listener_ip(ip) == ip.
+CANONICAL_IPV4 = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$"
 _BOT_WORDS = re.compile("bot|crawler|spider", re.IGNORECASE)
 _RANGE_RE = re.compile(
     r"\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*(?:,.*)?", re.IGNORECASE | re.DOTALL
@@ -197,6 +200,8 @@ class IpRanges:
             self._ends[version] = [e for _, e in merged]
 
     def __contains__(self, ip: object) -> bool:
+        if not self.cidrs:
+            return False
         address = _address(ip) if isinstance(ip, str) else None
         if address is None:
             return False
@@ -204,6 +209,15 @@ class IpRanges:
         starts = self._starts[address.version]
         position = bisect.bisect_right(starts, value) - 1
         return position >= 0 and value <= self._ends[address.version][position]
+
+    def contains_ipv4(self, addresses: np.ndarray) -> np.ndarray:
+        """Membership of IPv4 addresses given as integers: the same ranges, a column at a time."""
+        starts = np.asarray(self._starts[4], np.int64)
+        ends = np.asarray(self._ends[4], np.int64)
+        position = np.searchsorted(starts, addresses, side="right") - 1
+        inside = position >= 0
+        inside[inside] = addresses[inside] <= ends[position[inside]]
+        return inside
 
     def __bool__(self) -> bool:
         return bool(self.cidrs)
