@@ -460,3 +460,22 @@ def test_batch_timestamps_match_the_scalar_parser(stamp: str):
         assert (parsed.num_rows, rejects["reason"].to_pylist()) == (0, ["bad-timestamp"])
     else:
         assert parsed["ts_us"].to_pylist() == [expected]
+
+
+def test_report_tables_replace_each_day(files):
+    from sqlalchemy import select
+
+    from backbeat.db import make_engine, make_session_factory, migrate
+    from backbeat.measurement.models import DownloadDaily
+
+    url = f"sqlite:///{files['dir'] / 'backbeat.db'}"
+    migrate(url)
+    execute(job(files, database_url=url))
+    execute(job(files, database_url=url))
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        rows = session.execute(
+            select(DownloadDaily.episode_id, DownloadDaily.show_id, DownloadDaily.downloads)
+        ).all()
+    engine.dispose()
+    assert sorted(rows) == [("long", "s1", 1), ("short", "s1", 1)]

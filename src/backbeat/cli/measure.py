@@ -78,15 +78,21 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
         ),
         click.option("--runner", help="Beam runner (default: the local DirectRunner)."),
+        click.option(
+            "--to-database", is_flag=True, help="Also replace the days in the configured database."
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _job(logs: tuple[str, ...], runner: str | None, **fields: Any) -> Any:
+def _job(logs: tuple[str, ...], runner: str | None, to_database: bool, **fields: Any) -> Any:
     from backbeat.measurement.downloads.pipeline import DownloadJob
 
+    if to_database:
+        settings = click.get_current_context().find_root().obj
+        fields["database_url"] = settings.resolved_database_url
     beam_args = [arg for arg in logs if arg.startswith("--")]
     paths = [arg for arg in logs if not arg.startswith("--")]
     if runner:

@@ -71,6 +71,7 @@ class DownloadJob:
     num_buckets: int = DEFAULT_BUCKETS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     staging: str | None = None
+    database_url: str | None = None
     beam_args: list[str] = field(default_factory=list)
 
 
@@ -170,6 +171,22 @@ def publish(job: DownloadJob, rules: DownloadRules, report: DownloadReport, stag
         write_day_partitions(
             downloads_table(report, rules.catalog), f"{job.parquet}/downloads", report.days
         )
+    if job.database_url:
+        write_database(job.database_url, rules, report)
+
+
+def write_database(url: str, rules: DownloadRules, report: DownloadReport) -> None:
+    """Replace the covered days in the report tables (schema must be migrated)."""
+    from backbeat.db import ensure_migrated, make_engine, make_session_factory, session_scope
+    from backbeat.measurement.downloads.database import replace_days
+
+    engine = make_engine(url)
+    try:
+        ensure_migrated(engine)
+        with session_scope(make_session_factory(engine)) as session:
+            replace_days(session=session, report=report, catalog=rules.catalog)
+    finally:
+        engine.dispose()
 
 
 def execute(job: DownloadJob) -> DownloadReport:
@@ -202,6 +219,7 @@ def parse_args(argv: Sequence[str] | None) -> DownloadJob:
     parser.add_argument("--max-bot-share", type=float, default=DEFAULT_MAX_BOT_SHARE)
     parser.add_argument("--num-buckets", type=int, default=DEFAULT_BUCKETS)
     parser.add_argument("--staging", help="shared directory for worker outputs")
+    parser.add_argument("--database-url", help="also replace the days in the report tables here")
     known, beam_args = parser.parse_known_args(argv)
     options = vars(known)
     by = options.pop("by")
