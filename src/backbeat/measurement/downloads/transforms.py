@@ -42,8 +42,6 @@ ADS = "ads"
 PANES = "panes"
 DEFAULT_BUCKETS = 64
 
-StatKey = tuple[str, str]
-
 
 def _stats(kind: str, counts: dict[str, int]) -> Iterator[tuple[str, Any]]:
     for reason, count in counts.items():
