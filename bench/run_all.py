@@ -11,6 +11,8 @@ BENCHMARKS = [
     ("Ad serving and tracking (1,000 line items)", ["bench_serving.py"]),
     ("Ad serving at 10,000 line items", ["bench_serving.py", "--line-items", "10000"]),
     ("Decision cost as the book grows", ["bench_scaling.py"]),
+    ("Pacing (simulated two-day flight)", ["bench_pacing.py"]),
+    ("Shared ledger on Redis", ["bench_redis_ledger.py"]),
     ("Event log", ["bench_eventlog.py"]),
 ]
 

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     tracking_ttl_seconds: int = 7 * 24 * 3600
     catalog_poll_seconds: float = 1.0
     redis_url: str | None = None
+    allocation_plan_path: Path | None = None
     decision_log_sample: float = Field(
         default=1.0, ge=0.0, le=1.0, description="Share of ad requests logged"
     )
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     @property
     def resolved_event_log_dir(self) -> Path:
         return self.event_log_dir or self.var_dir / "events"
+
+    @property
+    def resolved_allocation_plan_path(self) -> Path:
+        return self.allocation_plan_path or self.var_dir / "allocation-plan.json"
 
     @property
     def is_embedded_database(self) -> bool:

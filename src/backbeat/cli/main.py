@@ -100,8 +100,9 @@ def report(settings: Settings) -> None:
 
 def _register() -> None:
     from backbeat.cli import demo, measure
+    from backbeat.cli import plan as plan_cli
 
-    for command in (demo.demo, *measure.COMMANDS):
+    for command in (demo.demo, plan_cli.plan, *measure.COMMANDS):
         cli.add_command(command)
 
 

@@ -135,6 +135,8 @@ class AdServer:
             attrs={
                 **{key: value for key, value in attributes.items() if value not in (None, (), "")},
                 "segments": list(request.segments),
+                "tz": request.timezone,
+                "user_agent": request.user_agent,
                 # The attributes let forecasting replay any targeting; ids would cost O(book).
                 "targeted": first.targeted.bit_count(),
                 "catalog_version": snapshot.version,
