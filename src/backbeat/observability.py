@@ -70,3 +70,16 @@ def render_metrics() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest(DEFAULT_REGISTRY)
+
+
+REDIS_UP = Gauge(
+    "backbeat_redis_up",
+    "1 while the shared ledger reaches Redis; 0 while it serves on held leases alone",
+    multiprocess_mode="min",
+)
+REDIS_ERRORS = Counter(
+    "backbeat_redis_errors_total", "Failed Redis calls of the shared ledger", ["operation"]
+)
+REDIS_ROUND_TRIPS = Counter(
+    "backbeat_redis_round_trips_total", "Redis round trips of the shared ledger", ["operation"]
+)
