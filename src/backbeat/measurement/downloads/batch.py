@@ -404,18 +404,21 @@ def bucket_ids(hits: pa.RecordBatch, num_buckets: int) -> np.ndarray:
 
 
 def split_by_bucket(hits: pa.RecordBatch, num_buckets: int) -> list[tuple[int, pa.RecordBatch]]:
-    """One sub-batch per non-empty bucket."""
+    """One compact sub-batch per non-empty bucket.
+
+    Each sub-batch is a ``take`` with buffers of its own: a zero-copy slice would pickle
+    its parent's whole buffers, multiplying what the shuffle moves by the bucket count.
+    """
     if hits.num_rows == 0:
         return []
     buckets = bucket_ids(hits, num_buckets)
     order = np.argsort(buckets, kind="stable")
-    ordered = hits.take(pa.array(order))
     sorted_buckets = buckets[order]
     edges = np.flatnonzero(np.diff(sorted_buckets)) + 1
     starts = np.concatenate([[0], edges])
     ends = np.concatenate([edges, [len(order)]])
     return [
-        (int(sorted_buckets[s]), ordered.slice(int(s), int(e - s)))
+        (int(sorted_buckets[s]), hits.take(pa.array(order[s:e])))
         for s, e in zip(starts, ends, strict=True)
     ]
 
