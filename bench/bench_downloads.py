@@ -246,18 +246,24 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10_000_000)
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--buckets", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help=">1: DirectRunner multi-processing mode"
+    )
     parser.add_argument("--keep", help="keep the generated log in this directory")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the log already in --keep (same --lines)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-downloads-") as tmp:
         root = Path(args.keep or tmp)
         log, catalog_csv = root / "access.log", root / "episodes.csv"
-        started = time.perf_counter()
-        write_catalog(catalog_csv, args.episodes, np.random.default_rng(1))
-        generate(log, args.lines, args.episodes)
-        print(
-            f"generated {args.lines:,} lines ({log.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s"
-        )
+        if not (args.reuse and log.exists() and catalog_csv.exists()):
+            started = time.perf_counter()
+            write_catalog(catalog_csv, args.episodes, np.random.default_rng(1))
+            generate(log, args.lines, args.episodes)
+            elapsed = time.perf_counter() - started
+            size = log.stat().st_size / 1e9
+            print(f"generated {args.lines:,} lines ({size:.2f} GB) in {elapsed:.1f} s")
         load_catalog(catalog_csv)
         beam_args = ["--runner=DirectRunner"]
         if args.workers > 1:
