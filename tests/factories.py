@@ -26,7 +26,9 @@ def advertiser_key(client: TestClient, advertiser_id: int) -> dict[str, str]:
     return {"Authorization": f"Bearer {_created(response)['key']}"}
 
 
-def create_campaign(client: TestClient, advertiser_id: int, headers: dict[str, str] = ADMIN, **fields: Any) -> dict[str, Any]:
+def create_campaign(
+    client: TestClient, advertiser_id: int, headers: dict[str, str] = ADMIN, **fields: Any
+) -> dict[str, Any]:
     body = {
         "advertiser_id": advertiser_id,
         "name": f"Campaign {uuid.uuid4().hex[:8]}",
@@ -39,7 +41,9 @@ def create_campaign(client: TestClient, advertiser_id: int, headers: dict[str, s
     return _created(client.post("/v1/campaigns", json=body, headers=headers))
 
 
-def create_line_item(client: TestClient, campaign_id: int, headers: dict[str, str] = ADMIN, **fields: Any) -> dict[str, Any]:
+def create_line_item(
+    client: TestClient, campaign_id: int, headers: dict[str, str] = ADMIN, **fields: Any
+) -> dict[str, Any]:
     body = {
         "campaign_id": campaign_id,
         "name": f"Line item {uuid.uuid4().hex[:8]}",
@@ -51,7 +55,9 @@ def create_line_item(client: TestClient, campaign_id: int, headers: dict[str, st
     return _created(client.post("/v1/line-items", json=body, headers=headers))
 
 
-def create_creative(client: TestClient, line_item_id: int, headers: dict[str, str] = ADMIN, **fields: Any) -> dict[str, Any]:
+def create_creative(
+    client: TestClient, line_item_id: int, headers: dict[str, str] = ADMIN, **fields: Any
+) -> dict[str, Any]:
     body = {
         "line_item_id": line_item_id,
         "name": f"Spot {uuid.uuid4().hex[:8]}",
@@ -77,7 +83,12 @@ def create_slot(client: TestClient, **fields: Any) -> dict[str, Any]:
     return _created(client.post("/v1/slots", json=body, headers=ADMIN))
 
 
-def book_servable(client: TestClient, *, line_item: dict[str, Any] | None = None, slot: dict[str, Any] | None = None) -> dict[str, Any]:
+def book_servable(
+    client: TestClient,
+    *,
+    line_item: dict[str, Any] | None = None,
+    slot: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """An advertiser, campaign, line item with one creative, and a slot: ready to serve."""
     advertiser = create_advertiser(client)
     campaign = create_campaign(client, advertiser["id"])
@@ -85,4 +96,10 @@ def book_servable(client: TestClient, *, line_item: dict[str, Any] | None = None
     creative = create_creative(client, item["id"])
     booked_slot = create_slot(client, **(slot or {}))
     client.app.state.services.ad_server.refresh()  # type: ignore[attr-defined]
-    return {"advertiser": advertiser, "campaign": campaign, "line_item": item, "creative": creative, "slot": booked_slot}
+    return {
+        "advertiser": advertiser,
+        "campaign": campaign,
+        "line_item": item,
+        "creative": creative,
+        "slot": booked_slot,
+    }

@@ -23,16 +23,29 @@ def from_micros(micros: int) -> Decimal:
 
 
 class Money(TypeDecorator[Decimal]):
-    """Decimal amounts stored as integer micros (1e-6 of the currency unit): no floats anywhere."""
+    """Decimal amounts stored as integers of 10^-scale of the currency unit: no floats anywhere.
+
+    Prices and budgets use micros (scale 6); spend uses nanos (scale 9), since an impression
+    costs CPM / 1000 and a CPM has up to 6 decimals.
+    """
 
     impl = BigInteger
     cache_ok = True
 
+    def __init__(self, scale: int = 6) -> None:
+        super().__init__()
+        self.scale = scale
+        self._unit = Decimal(10) ** scale
+
     def process_bind_param(self, value: Decimal | None, _dialect: Any) -> int | None:
-        return None if value is None else to_micros(Decimal(value))
+        if value is None:
+            return None
+        return int((Decimal(value) * self._unit).to_integral_value(rounding=ROUND_HALF_EVEN))
 
     def process_result_value(self, value: int | None, _dialect: Any) -> Decimal | None:
-        return None if value is None else from_micros(int(value))
+        if value is None:
+            return None
+        return (Decimal(int(value)) / self._unit).quantize(Decimal(1).scaleb(-self.scale))
 
 
 class UTCDateTime(TypeDecorator[datetime]):

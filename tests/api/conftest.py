@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from factories import ADMIN_KEY
 from fastapi.testclient import TestClient
 
 from backbeat.api.app import create_app
 from backbeat.config import Settings
 from backbeat.db import migrate
+from factories import ADMIN_KEY
 
 
 class FakeClock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 from test_tracking import fire, run_report
 from test_validation import assert_problem
@@ -192,11 +191,6 @@ def test_report_parameters_and_access(client):
     assert_problem(client.post(f"{url}/run", headers=key), 403, "admin-only")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: delivery_hourly.spend is stored as integer micros (types.Money), so a CPM "
-    "with more than 3 decimals loses the sub-micro part of CPM x impressions / 1000",
-)
 def test_spend_is_exact_for_every_cpm_the_api_accepts(client):
     booked = book_servable(client, line_item={"tier": "guaranteed", "cpm": "2.500001"})
     for listener in "abc":

@@ -341,11 +341,6 @@ def test_budgets_and_goals_bound_delivery(client):
 
 
 @pytest.mark.usefixtures("quiet_errors")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: names accept control characters (Name in catalog/schemas.py has no pattern); "
-    "lxml then refuses them while rendering VAST, so every decision for the line item is a 500",
-)
 def test_control_characters_never_break_a_vast_document(client):
     booked = book_servable(client)
     for path, object_id in (

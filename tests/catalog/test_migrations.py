@@ -138,17 +138,8 @@ def test_the_embedded_default_database_migrates_itself(tmp_path: Path):
     assert (tmp_path / "var" / "backbeat.db").exists()
 
 
-def test_booked_data_survives_the_decisioning_migration_both_ways(database_url, request):
+def test_booked_data_survives_the_decisioning_migration_both_ways(database_url):
     """0002 turns a line item's one cap into a list of caps, and back on downgrade."""
-    if database_url.startswith("sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: migrations/env.py runs SQLite batch migrations with foreign keys "
-                "enforced (make_engine's PRAGMA), so recreating line_items/campaigns fails with "
-                "'FOREIGN KEY constraint failed' as soon as a creative or line item refers to them",
-            )
-        )
     migrate(database_url, "0001_catalog")
     engine = make_engine(database_url)
     stamp = "2026-01-01 00:00:00"

@@ -24,7 +24,9 @@ from backbeat.measurement.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
 from backbeat.observability import configure_logging, log
 from backbeat.reporting.service import delivered_so_far
+from backbeat.serving.allocation import PlanFile
 from backbeat.serving.ledger import MemoryLedger
+from backbeat.serving.pacing import PacingController
 from backbeat.serving.redis_ledger import RedisLedger
 from backbeat.serving.server import AdServer
 from backbeat.serving.signing import UrlSigner
@@ -68,6 +70,7 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         decision_log=event_log.append,
         decision_log_sample=settings.decision_log_sample,
         seed=settings.decision_seed,
+        pacing=PacingController(plan_source=PlanFile(settings.resolved_allocation_plan_path)),
     )
     ad_server.refresh(force=True)
     tracker = Tracker(signer=signer, log=event_log, clock=clock)

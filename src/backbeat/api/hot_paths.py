@@ -62,7 +62,14 @@ class HotPaths:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+        if scope["type"] == "http" and scope["method"] == "HEAD" and self._is_hot(scope["path"]):
+            # Link checkers and prefetchers probe with HEAD: answer, but decide and log nothing.
+            headers = VAST_HEADERS if scope["path"] == VAST_PATH else []
+            status = 200 if scope["path"] == VAST_PATH else 204
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if scope["type"] == "http" and scope["method"] == "GET":
             path = scope["path"]
             if path == VAST_PATH:
                 await self._answer(scope, send, VAST_PATH, self._vast)
@@ -71,6 +78,12 @@ class HotPaths:
                 await self._answer(scope, send, "/t/{event}", self._track)
                 return
         await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _is_hot(path: str) -> bool:
+        return path == VAST_PATH or (
+            path.startswith(TRACKING_PREFIX) and "/" not in path[len(TRACKING_PREFIX) :]
+        )
 
     async def _answer(
         self,

@@ -18,10 +18,12 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     StringConstraints,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -92,7 +94,13 @@ def _check_targeting(value: Any) -> dict[str, list[Any]]:
 Amount = Annotated[Decimal, AfterValidator(_check_amount)]
 MoneyOut = Annotated[Decimal, PlainSerializer(format_money, return_type=str)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_check_currency)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# No control characters: names go into VAST XML, which cannot carry them.
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
 Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_url)]
 Category = Annotated[str, StringConstraints(pattern=r"^IAB\d{1,2}(-\d{1,2})?$")]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -107,14 +115,18 @@ def _check_country(value: str) -> str:
 CountryCode = Annotated[str, AfterValidator(_check_country)]
 
 
-def _amounts_as_text(reserves: dict[str, Decimal]) -> dict[str, str]:
-    # Stored in a JSON column, which has no exact decimal type: keep the exact text.
-    return {country: str(amount) for country, amount in sorted(reserves.items())}
+_RESERVES = TypeAdapter(Annotated[dict[CountryCode, Amount], Field(max_length=300)])
 
 
-CountryReserves = Annotated[
-    dict[CountryCode, Amount], AfterValidator(_amounts_as_text), Field(max_length=300)
-]
+def _amounts_as_text(reserves: Any) -> dict[str, str]:
+    # Validated as amounts, kept as their exact text: a JSON column has no exact decimal type.
+    return {
+        country: str(amount)
+        for country, amount in sorted(_RESERVES.validate_python(reserves).items())
+    }
+
+
+CountryReserves = Annotated[dict[str, str], BeforeValidator(_amounts_as_text)]
 
 
 class Input(BaseModel):

@@ -27,7 +27,7 @@ class DeliveryHourly(Base):
     third_quartiles: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     completes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     clicks: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    spend: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    spend: Mapped[Decimal] = mapped_column(Money(scale=9), nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
 
 

@@ -142,8 +142,6 @@ def delivered_so_far(session: Session) -> tuple[dict[int, tuple[int, int]], dict
     """
     from sqlalchemy import func
 
-    from backbeat.types import to_micros
-
     line_items: dict[int, tuple[int, int]] = {}
     campaigns: dict[int, int] = defaultdict(int)
     for line_item_id, campaign_id, spend, impressions in session.execute(
@@ -154,7 +152,7 @@ def delivered_so_far(session: Session) -> tuple[dict[int, tuple[int, int]], dict
             func.sum(DeliveryHourly.impressions),
         ).group_by(DeliveryHourly.line_item_id, DeliveryHourly.campaign_id)
     ):
-        units = to_micros(spend or Decimal(0)) * 1000
+        units = int((spend or Decimal(0)) * 10**9)  # spend is exact in nanos: CPM micros summed
         line_items[line_item_id] = (units, int(impressions or 0))
         campaigns[campaign_id] += units
     return line_items, dict(campaigns)

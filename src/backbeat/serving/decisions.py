@@ -137,10 +137,13 @@ class Decider:
                     reasons["creative-does-not-fit"] += 1
                     continue
                 shortlist.append((item, creative))
-                # Enough once one uncapped item (it cannot fail the caps step) has a runner-up
-                # behind it to price a second-price auction.
+                # Enough once an uncapped item (it cannot fail the caps step) has a runner-up
+                # of another tier or price behind it: its tie group is then complete, and the
+                # runner-up prices a second-price auction.
                 if len(shortlist) >= SHORTLIST or (
-                    len(shortlist) >= 2 and not shortlist[-2][0].caps
+                    len(shortlist) >= 2
+                    and not shortlist[-2][0].caps
+                    and _rank(shortlist[-1][0]) != _rank(shortlist[-2][0])
                 ):
                     break
             if not shortlist:
@@ -153,7 +156,15 @@ class Decider:
                 reasons[reason] += len(shortlist)
                 continue
             item, creative = shortlist[position]
-            price = self._price(slot, item, shortlist[position + 1 :], reserve)
+            rest = [entry for entry, _ in shortlist[position + 1 :]]
+            if item.tier == Tier.NON_GUARANTEED and not any(
+                other.tier == Tier.NON_GUARANTEED for other in rest
+            ):
+                # The winner ended the shortlist: the next eligible bidder still sets its price.
+                following = next(walk, None)
+                if following is not None:
+                    rest.append(following)
+            price = self._price(slot, item, rest, reserve)
             self.ledger.commit_spend(item, price, now)
             chosen.append(
                 Decision(
@@ -167,7 +178,7 @@ class Decider:
             used_ms += creative.duration_ms
             # Short-listed items after the winner were never cap-checked: they stay candidates
             # for the pod's next position (those before it are capped for this listener).
-            walk = _chain([entry for entry, _ in shortlist[position + 1 :]], walk)
+            walk = _chain(rest, walk)
         if not chosen:
             reason = reasons.most_common(1)[0][0] if reasons else "no-eligible-line-item"
             return [self._unfilled(request, slot, now, reason, eligible_seen, bits, attributes)]
@@ -246,13 +257,13 @@ class Decider:
         self,
         slot: ServableSlot,
         item: ServableLineItem,
-        rest: list[tuple[ServableLineItem, ServableCreative]],
+        rest: list[ServableLineItem],
         reserve: int,
     ) -> int:
         if item.tier != Tier.NON_GUARANTEED:
             return item.cpm_micros  # fixed-price deals and house ads pay their own CPM
         runner_up = next(
-            (other.cpm_micros for other, _ in rest if other.tier == Tier.NON_GUARANTEED), None
+            (other.cpm_micros for other in rest if other.tier == Tier.NON_GUARANTEED), None
         )
         return clearing_price(
             auction=slot.auction,
@@ -275,6 +286,10 @@ class Decider:
             new_decision_id(now), now, request, slot, None, None,
             no_fill_reason=reason, eligible=eligible, targeted=targeted, attributes=attributes,
         )  # fmt: skip
+
+
+def _rank(item: ServableLineItem) -> tuple[int, int]:
+    return item.tier_rank, item.cpm_micros
 
 
 def _chain(

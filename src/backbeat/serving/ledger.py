@@ -72,7 +72,7 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._caps: dict[tuple[str, str, int], int] = defaultdict(int)
+        self._caps: dict[tuple[str, str, int | None, int], int] = defaultdict(int)
         self._units: dict[int, int] = defaultdict(int)
         self._impressions: dict[int, int] = defaultdict(int)
         self._daily: dict[tuple[int, int], int] = defaultdict(int)
@@ -117,7 +117,11 @@ class MemoryLedger:
     ) -> tuple[int | None, str]:
         with self._lock:
             for position, item in enumerate(candidates):
-                keys = [(rule.scope, listener, rule.window_start(now)) for rule in item.caps]
+                # The window length is part of the key: 3/hour and 5/60 min are different counters.
+                keys = [
+                    (rule.scope, listener, rule.window_seconds, rule.window_start(now))
+                    for rule in item.caps
+                ]
                 if all(
                     self._caps.get(key, 0) < rule.count
                     for key, rule in zip(keys, item.caps, strict=True)
@@ -143,7 +147,7 @@ class MemoryLedger:
     def prune(self, now: float, keep_seconds: int = 8 * DAY) -> None:
         """Forget cap windows and days that ended long ago; whole-flight counters stay."""
         with self._lock:
-            for key in [key for key in self._caps if 0 <= key[2] < now - keep_seconds]:
+            for key in [key for key in self._caps if 0 <= key[3] < now - keep_seconds]:
                 del self._caps[key]
             for key in [key for key in self._daily if key[1] < day_of(now) - 2]:
                 del self._daily[key]

@@ -85,7 +85,9 @@ class UrlSigner:
             raise InvalidSignature(
                 f"tracking URL lacks {missing.args[0]!r}", reason="invalid-signature"
             ) from None
-        if not hmac.compare_digest(self._signature(event, self._joined(fields)), signature):
+        expected = self._signature(event, self._joined(fields)).encode()
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and forgers send any.
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
             raise InvalidSignature("tracking URL signature does not match")
         try:
             claims = TrackingClaims(

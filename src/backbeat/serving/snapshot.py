@@ -38,12 +38,13 @@ class CapRule:
 
 
 def cap_rules(scope: str, caps: list[dict[str, Any]] | None) -> tuple[CapRule, ...]:
-    rules = []
+    """One rule per distinct window: 3/hour and 5/60 minutes are one counter, capped at 3."""
+    tightest: dict[int | None, int] = {}
     for cap in caps or ():
         period = CAP_PERIOD_SECONDS[cap["period"]]
         window = None if period is None else period * int(cap.get("length", 1))
-        rules.append(CapRule(scope=scope, count=int(cap["count"]), window_seconds=window))
-    return tuple(rules)
+        tightest[window] = min(int(cap["count"]), tightest.get(window, int(cap["count"])))
+    return tuple(CapRule(scope=scope, count=count, window_seconds=window) for window, count in tightest.items())
 
 
 @dataclass(frozen=True, slots=True)

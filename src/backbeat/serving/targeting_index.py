@@ -74,6 +74,9 @@ def split_expression(
             split.excludes[inner_key] = split.excludes.get(inner_key, frozenset()) | frozenset(
                 inner_values
             )
+        elif key in MULTI_VALUED_KEYS and key in split.includes:
+            # "in segment a AND in segment b" is no single value set: evaluate it per candidate.
+            split.residual.append({key: value})
         elif key in TARGETING_KEYS:
             values = frozenset(value)
             # Two include tests of one attribute (via ``all``) must both hold: intersect.

@@ -1,0 +1,146 @@
+"""The decision log: each sampled ad request becomes an ``opportunity`` event in the event
+log, with the request's attributes, how many line items its targeting admitted, the
+winners and, for a no-fill, the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from test_auction import serving_app
+from test_decider_properties import SLOTS, T0, UNIT, line_item
+
+from backbeat.measurement.eventlog import EventLogReader, EventLogWriter
+from backbeat.measurement.events import Event, EventType
+from backbeat.serving.ledger import MemoryLedger
+from backbeat.serving.request import AdRequest, PodRequest
+from backbeat.serving.server import AdServer
+from backbeat.serving.signing import UrlSigner
+from backbeat.serving.snapshot import CapRule, ServableLineItem, Snapshot
+from factories import book_servable
+
+BOOK = [
+    line_item(
+        1, cpm_micros=9 * UNIT, targeting={"countries": ["US"]}, caps=(CapRule("li:1", 1, None),)
+    ),
+    line_item(
+        2, cpm_micros=8 * UNIT, targeting={"countries": ["US", "GB"], "not": {"genres": ["news"]}}
+    ),
+    line_item(3, cpm_micros=7 * UNIT, targeting={"segments": ["auto"]}),
+    line_item(4, cpm_micros=UNIT // 2, targeting={"countries": ["FR"]}, currency="EUR"),
+]
+
+
+def opportunities(directory: Path) -> list[Event]:
+    events = [Event.from_bytes(record.payload) for record in EventLogReader(directory).records()]
+    assert {event.type for event in events} <= {EventType.OPPORTUNITY}
+    return events
+
+
+def ad_server(
+    tmp_path: Path, book: list[ServableLineItem], sample: float, seed: int = 1
+) -> tuple[AdServer, EventLogWriter]:
+    writer = EventLogWriter(tmp_path / "events", max_delay_s=0.0)
+    server = AdServer(
+        session_factory=None,  # type: ignore[arg-type]  # the snapshot is set directly
+        ledger=MemoryLedger(),
+        signer=UrlSigner(b"decision-log-test-key", "http://testserver"),
+        clock=lambda: T0,
+        tracking_ttl_seconds=3600,
+        decision_log=writer.append,
+        decision_log_sample=sample,
+        seed=seed,
+    )
+    server.snapshot = Snapshot.of(42, book, SLOTS)
+    return server, writer
+
+
+def test_every_request_is_an_opportunity_with_attributes_targeting_winners_and_reason(tmp_path):
+    server, writer = ad_server(tmp_path, BOOK, sample=1.0)
+    requests = [
+        AdRequest(
+            slot_id=2, listener="ann", country="US", device="mobile", segments=("auto", "runner")
+        ),
+        AdRequest(slot_id=2, listener="ann", country="US", genre="news"),  # 1 is capped now
+        AdRequest(slot_id=2, listener="bob", country="DE"),  # targeting admits nobody
+        AdRequest(slot_id=3, listener="cy", country="FR"),  # EUR slot: 4 is below its reserve
+    ]
+    decisions = [server.decide(request) for request in requests]
+    decisions.append(
+        server.decide(AdRequest(slot_id=1, listener="dee", country="GB"), PodRequest(max_ads=3))
+    )
+    writer.flush()
+    events = opportunities(tmp_path / "events")
+    assert len(events) == len(decisions) == 5
+    assert [event.decision_id for event in events] == [found[0].id for found in decisions]
+    assert [event.listener for event in events] == ["ann", "ann", "bob", "cy", "dee"]
+    assert [event.slot_id for event in events] == [2, 2, 2, 3, 1]
+    assert [event.ts for event in events] == [T0] * 5
+    assert [event.attrs["winners"] for event in events] == [[1], [], [], [], [2]]
+    assert [event.attrs["targeted"] for event in events] == [3, 1, 0, 1, 1]
+    assert [event.reason for event in events] == [
+        None,
+        "frequency-capped",
+        "no-targeting-match",
+        "below-reserve",
+        None,
+    ]
+    first = events[0].attrs
+    assert first["countries"] == "US" and first["devices"] == "mobile"
+    assert first["segments"] == ["auto", "runner"]
+    assert (first["slots"], first["surfaces"], first["positions"]) == (2, "podcast", "pre_roll")
+    assert "genres" not in first  # absent attributes are left out
+    assert events[1].attrs["genres"] == "news"
+    assert {event.attrs["catalog_version"] for event in events} == {42}
+    assert {event.attrs["sample"] for event in events} == {1.0}
+    writer.close()
+
+
+def test_with_sampling_off_nothing_is_logged(tmp_path):
+    server, writer = ad_server(tmp_path, BOOK, sample=0.0)
+    for n in range(50):
+        server.decide(AdRequest(slot_id=1, listener=f"l{n}", country="US"))
+    writer.flush()
+    assert opportunities(tmp_path / "events") == []
+    writer.close()
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.3, 0.75])
+def test_the_share_logged_follows_the_sampling_rate(tmp_path, rate):
+    requests = 3000
+    server, writer = ad_server(tmp_path, [line_item(1)], sample=rate, seed=int(rate * 100))
+    for n in range(requests):
+        server.decide(AdRequest(slot_id=1, listener=f"l{n}"))
+    writer.flush()
+    logged = opportunities(tmp_path / "events")
+    # Binomial: within five standard deviations.
+    assert abs(len(logged) - rate * requests) <= 5 * math.sqrt(requests * rate * (1 - rate))
+    assert {event.attrs["sample"] for event in logged} == {rate}
+    writer.close()
+
+
+def vast_opportunities(tmp_path: Path, sample: float, requests: int) -> list[Event]:
+    tmp_path.mkdir()
+    database = f"sqlite:///{tmp_path / 'backbeat.db'}"
+    with serving_app(tmp_path, database, decision_log_sample=sample, decision_seed=5) as client:
+        slot = book_servable(client, line_item={"targeting": {"countries": ["US"]}})["slot"]["id"]
+        for n in range(requests):
+            country = "us" if n % 2 == 0 else "gb"
+            response = client.get(
+                "/vast", params={"slot": slot, "listener": f"l{n}", "country": country}
+            )
+            assert response.status_code == 200
+        client.app.state.services.event_log.flush()
+        return opportunities(tmp_path / "var" / "events")
+
+
+def test_vast_requests_are_logged_through_the_app(tmp_path):
+    events = vast_opportunities(tmp_path / "all", 1.0, 6)
+    assert len(events) == 6
+    assert [event.attrs["countries"] for event in events] == ["US", "GB"] * 3
+    assert [bool(event.attrs["winners"]) for event in events] == [True, False] * 3
+    assert [event.reason for event in events] == [None, "no-targeting-match"] * 3
+    assert [event.listener for event in events] == [f"l{n}" for n in range(6)]
+    assert vast_opportunities(tmp_path / "none", 0.0, 6) == []
