@@ -83,6 +83,9 @@ class Decider:
     ledger: Ledger
     pacing: PacingController = field(default_factory=PacingController)
     seed: int | None = None
+    # Servers update pacing from a background thread (a 10k-item update would stall one
+    # request); simulations with a fake clock drive it inline.
+    drive_pacing: bool = True
     _rng: random.Random = field(init=False, repr=False)
     _rotation: int = field(default=0, repr=False)
 
@@ -105,7 +108,8 @@ class Decider:
         pod: PodRequest,
     ) -> list[Decision]:
         """Fill up to ``pod.max_ads`` positions; a no-fill is one unfilled decision."""
-        self.pacing.maybe_update(now, snapshot, self.ledger)
+        if self.drive_pacing:
+            self.pacing.maybe_update(now, snapshot, self.ledger)
         attributes = request_attributes(
             request, slot.surface, slot.position, now, snapshot.index.keys_in_use
         )
