@@ -30,12 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.api.app import build_services  # noqa: E402
 from backbeat.config import Settings  # noqa: E402
-from backbeat.db import make_engine, make_session_factory, migrate, session_scope  # noqa: E402
 from backbeat.serving.redis_ledger import RedisLedger  # noqa: E402
 from backbeat.serving.request import AdRequest  # noqa: E402
 from backbeat.serving.snapshot import ServableLineItem  # noqa: E402
 from bench_serving import SIGNING_KEY, machine  # noqa: E402
-from synthetic import book_synthetic, random_request_attributes  # noqa: E402
+from synthetic import random_request_attributes, synthetic_database  # noqa: E402
 
 
 @contextmanager
@@ -157,10 +156,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="backbeat-bench-") as tmp:
         workdir = Path(tmp)
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        migrate(url)
-        with session_scope(make_session_factory(make_engine(url))) as session:
-            slots = book_synthetic(session, args.line_items)
+        url, slots = synthetic_database(workdir, args.line_items)
         common = {"database_url": url, "signing_key": SIGNING_KEY, "log_level": "WARNING",
                   "decision_log_sample": 1.0}  # fmt: skip
         run("MemoryLedger", Settings(var_dir=workdir / "var-memory", **common), slots,

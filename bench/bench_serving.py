@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.api.app import build_services  # noqa: E402
 from backbeat.config import Settings  # noqa: E402
-from backbeat.db import make_engine, make_session_factory, migrate, session_scope  # noqa: E402
 from backbeat.measurement.eventlog import EventLogReader  # noqa: E402
 from backbeat.serving.request import AdRequest  # noqa: E402
 from backbeat.serving.signing import TrackingClaims  # noqa: E402
-from synthetic import COUNTRIES, DEVICES, GENRES, book_synthetic, random_request_attributes  # noqa: E402
+from synthetic import COUNTRIES, DEVICES, GENRES, random_request_attributes, synthetic_database  # noqa: E402
 
 SIGNING_KEY = "bench-signing-key-0123456789abcdef"
 
@@ -207,10 +206,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="backbeat-bench-") as tmp:
         workdir = Path(tmp)
-        url = f"sqlite:///{workdir / 'bench.db'}"
-        migrate(url)
-        with session_scope(make_session_factory(make_engine(url))) as session:
-            slots = book_synthetic(session, args.line_items)
+        url, slots = synthetic_database(workdir, args.line_items)
         settings = Settings(
             var_dir=workdir / "var", database_url=url, signing_key=SIGNING_KEY, log_level="WARNING"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
@@ -136,3 +137,13 @@ def book_synthetic(session: Session, line_items: int, *, seed: int = 1) -> list[
     )
     bump_catalog_version(session)
     return list(range(1, len(SLOTS) + 1))
+
+
+def synthetic_database(workdir: Path, line_items: int) -> tuple[str, list[int]]:
+    """A migrated SQLite database in ``workdir`` holding a synthetic book; its URL and slot ids."""
+    from backbeat.db import make_engine, make_session_factory, migrate, session_scope
+
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    migrate(url)
+    with session_scope(make_session_factory(make_engine(url))) as session:
+        return url, book_synthetic(session, line_items)
