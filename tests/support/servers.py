@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import psycopg
 import redis
@@ -246,9 +246,98 @@ def _wait_until(
 # --- PostgreSQL --------------------------------------------------------------------------
 
 
-class PostgresServer:
+class _ManagedServer:
+    """Lifecycle shared by the test servers: spawn, wait until ready, stop, restart in place."""
+
+    what = "server"
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)
+    log_path: Path
+    timeout: float
+    port: int
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _launch(self) -> None:
+        self._proc = self._spawn()
+        _wait_until(
+            self._ready, proc=self._proc, timeout=self.timeout, what=self.what, log=self.log_path
+        )
+
+    def _launch_on_free_port(self) -> None:
+        for attempt in range(3):
+            self.port = free_port()
+            try:
+                self._launch()
+                return
+            except ServerStartError:
+                self._stop_process()
+                # Another process may have taken the port between free_port() and bind.
+                if attempt == 2 or _port_is_free(self.port):
+                    raise
+
+    def _stop_process(self) -> None:
+        if self._proc is not None:
+            _terminate(self._proc, self.stop_signals, timeout=10)
+            self._proc = None
+
+    def stop(self) -> None:
+        """Stop the server, keeping its port (and data) for a later ``start()``. Idempotent."""
+        self._stop_process()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Simulate an outage: stopped inside the block, back on the same port after."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def _cleanup(self) -> None:
+        """Remove scratch files after the final stop (nothing by default)."""
+
+    def close(self) -> None:
+        """Stop for good; registered with ``atexit``."""
+        atexit.unregister(self.close)
+        self._stop_process()
+        self._cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PostgresServer(_ManagedServer):
     """A private PostgreSQL cluster listening on 127.0.0.1 with trust authentication."""
 
+    what = "postgres"
+    # SIGINT is PostgreSQL's "fast" shutdown, SIGQUIT its "immediate" one.
+    stop_signals = (signal.SIGINT, signal.SIGQUIT)
     user = "backbeat"
     database = "backbeat_test"
 
@@ -261,6 +350,7 @@ class PostgresServer:
         remove_root: bool,
         timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         self.bindir = bindir
         self.root = root
         self.data_dir = root / "data"
@@ -270,7 +360,6 @@ class PostgresServer:
         self.timeout = timeout
         self._account = account
         self._remove_root = remove_root
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -283,10 +372,6 @@ class PostgresServer:
     def conninfo_for(self, name: str) -> str:
         """libpq URL (what psycopg and psql accept) for database ``name``."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{name}"
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def connect(self, name: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         """Open an autocommit psycopg connection; the caller closes it."""
@@ -393,22 +478,12 @@ class PostgresServer:
                 extra_groups=[] if account else None,
             )
 
-    def _accepts_connections(self) -> bool:
+    def _ready(self) -> bool:
         try:
             with self.connect():
                 return True
         except psycopg.OperationalError:
             return False
-
-    def _launch(self) -> None:
-        self._proc = self._spawn()
-        _wait_until(
-            self._accepts_connections,
-            proc=self._proc,
-            timeout=self.timeout,
-            what="postgres",
-            log=self.log_path,
-        )
 
     def start(self) -> None:
         """Start the server: initialise and pick a free port the first time, reuse both after."""
@@ -418,54 +493,12 @@ class PostgresServer:
             self._launch()
             return
         self._initdb()
-        for attempt in range(3):
-            self.port = free_port()
-            try:
-                self._launch()
-                break
-            except ServerStartError:
-                self._stop_process()
-                # Another process may have taken the port between free_port() and bind.
-                if attempt == 2 or _port_is_free(self.port):
-                    raise
+        self._launch_on_free_port()
         self.create_database(self.database)
 
-    def _stop_process(self) -> None:
-        if self._proc is not None:
-            # SIGINT is PostgreSQL's "fast" shutdown, SIGQUIT its "immediate" one.
-            _terminate(self._proc, (signal.SIGINT, signal.SIGQUIT), timeout=10)
-            self._proc = None
-
-    def stop(self) -> None:
-        """Stop the server, keeping its data and port for a later ``start()``. Idempotent."""
-        self._stop_process()
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Simulate an outage: stopped inside the block, back on the same port with its data after."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def close(self) -> None:
-        """Stop for good and delete scratch files outside ``base_dir``; registered with ``atexit``."""
-        atexit.unregister(self.close)
-        self._stop_process()
+    def _cleanup(self) -> None:
         if self._remove_root:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def start_postgres(base_dir: Path, *, timeout: float = 30.0) -> PostgresServer:
@@ -515,25 +548,23 @@ def start_postgres(base_dir: Path, *, timeout: float = 30.0) -> PostgresServer:
 # --- Redis -------------------------------------------------------------------------------
 
 
-class RedisServer:
+class RedisServer(_ManagedServer):
     """A private, non-persistent Redis on 127.0.0.1 that can be stopped and restarted in place."""
 
+    what = "redis-server"
+
     def __init__(self, *, executable: Path, root: Path, timeout: float = 10.0) -> None:
+        super().__init__()
         self.executable = executable
         self.root = root
         self.log_path = root / "redis.log"
         self.host = HOST
         self.port = 0
         self.timeout = timeout
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def client(self, *, timeout: float = 5.0) -> redis.Redis:
         """A client for database 0; the caller closes it (it is a context manager)."""
@@ -566,77 +597,21 @@ class RedisServer:
                 preexec_fn=_die_with_parent(signal.SIGTERM),
             )
 
-    def _answers_ping(self) -> bool:
+    def _ready(self) -> bool:
         try:
             with self.client(timeout=0.5) as conn:
                 return bool(conn.ping())
         except redis.exceptions.ConnectionError:
             return False
 
-    def _launch(self) -> None:
-        self._proc = self._spawn()
-        _wait_until(
-            self._answers_ping,
-            proc=self._proc,
-            timeout=self.timeout,
-            what="redis-server",
-            log=self.log_path,
-        )
-
     def start(self) -> None:
-        """Start the server: on a free port the first time, on the same port afterwards."""
+        """Start the server: on a free port the first time, on the same port (empty) afterwards."""
         if self.is_running:
             return
         if self.port:
             self._launch()
             return
-        for attempt in range(3):
-            self.port = free_port()
-            try:
-                self._launch()
-                return
-            except ServerStartError:
-                self._stop_process()
-                if attempt == 2 or _port_is_free(self.port):
-                    raise
-
-    def _stop_process(self) -> None:
-        if self._proc is not None:
-            _terminate(self._proc, (signal.SIGTERM,), timeout=10)
-            self._proc = None
-
-    def stop(self) -> None:
-        """Stop the server, keeping its port for a later ``start()``. Safe to call twice."""
-        self._stop_process()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """Simulate an outage: stopped inside the block, back on the same port (empty) after."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def close(self) -> None:
-        """Stop for good; registered with ``atexit``."""
-        atexit.unregister(self.close)
-        self._stop_process()
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        self._launch_on_free_port()
 
 
 def start_redis(base_dir: Path, *, timeout: float = 10.0) -> RedisServer:
