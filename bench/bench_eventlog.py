@@ -23,8 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from backbeat.measurement.eventlog import EventLogReader, EventLogWriter
-from backbeat.measurement.events import Event, EventType
+from backbeat.eventlog import EventLogReader, EventLogWriter
+from backbeat.events import Event, EventType
 
 PAYLOAD = Event(
     type=EventType.IMPRESSION,

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.api.app import build_services  # noqa: E402
 from backbeat.config import Settings  # noqa: E402
-from backbeat.measurement.eventlog import EventLogReader  # noqa: E402
+from backbeat.eventlog import EventLogReader  # noqa: E402
 from backbeat.serving.request import AdRequest  # noqa: E402
-from backbeat.serving.signing import TrackingClaims  # noqa: E402
+from backbeat.signing import TrackingClaims  # noqa: E402
 from synthetic import COUNTRIES, DEVICES, GENRES, random_request_attributes, synthetic_database  # noqa: E402
 
 SIGNING_KEY = "bench-signing-key-0123456789abcdef"
@@ -165,7 +165,7 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
             f"HTTP GET /vast            {vast['rps']:>10,.0f} /s   p50 {vast['50%']:.2f} ms  p99 {vast['99%']:.2f} ms  "
             f"({workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f})"
         )
-        from backbeat.serving.signing import UrlSigner
+        from backbeat.signing import UrlSigner
 
         signer = UrlSigner(SIGNING_KEY.encode(), f"http://127.0.0.1:{port}")
         paths = []

@@ -9,8 +9,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backbeat.events import DELIVERY_EVENTS, Event, EventType
 from backbeat.measurement.delivery import count_delivery, hour_of
-from backbeat.measurement.events import DELIVERY_EVENTS, Event, EventType
 
 H0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, the start of an hour
 HOUR_0 = datetime(2026, 9, 21, 15, tzinfo=UTC)

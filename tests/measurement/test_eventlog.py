@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import backbeat.eventlog.writer  # noqa: F401
+from backbeat import eventlog
 from backbeat.errors import InvalidInput
-from backbeat.measurement import eventlog
-from backbeat.measurement.eventlog import (
+from backbeat.eventlog import (
     HEADER_BYTES,
     MAGIC,
     Checkpoint,
@@ -35,7 +36,7 @@ from backbeat.measurement.eventlog import (
     read_events,
     read_records,
 )
-from backbeat.measurement.events import Event, EventType
+from backbeat.events import Event, EventType
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -263,7 +264,7 @@ def test_close_commits_what_is_queued(tmp_path: Path) -> None:
 
 
 def test_payloads_are_copied_and_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eventlog, "MAX_PAYLOAD_BYTES", 100)
+    monkeypatch.setattr(eventlog.writer, "MAX_PAYLOAD_BYTES", 100)
     with EventLogWriter(tmp_path) as writer:
         buffer = bytearray(b"before")
         future = writer.append(buffer)  # type: ignore[arg-type]
@@ -567,7 +568,7 @@ CHILD = textwrap.dedent(
     from collections import deque
     from pathlib import Path
 
-    from backbeat.measurement.eventlog import EventLogWriter
+    from backbeat.eventlog import EventLogWriter
 
     directory, mode = Path(sys.argv[1]), sys.argv[2]
     writer = EventLogWriter(directory, segment_bytes=32 * 1024, max_batch=64, max_delay_s=0)

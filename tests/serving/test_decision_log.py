@@ -12,13 +12,13 @@ import pytest
 from test_auction import serving_app
 from test_decider_properties import SLOTS, T0, UNIT, line_item
 
-from backbeat.measurement.eventlog import EventLogReader, EventLogWriter
-from backbeat.measurement.events import Event, EventType
+from backbeat.eventlog import EventLogReader, EventLogWriter
+from backbeat.events import Event, EventType
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.request import AdRequest, PodRequest
 from backbeat.serving.server import AdServer
-from backbeat.serving.signing import UrlSigner
 from backbeat.serving.snapshot import CapRule, ServableLineItem, Snapshot
+from backbeat.signing import UrlSigner
 from factories import book_servable
 
 BOOK = [

@@ -19,8 +19,8 @@ from backbeat.catalog.vocabulary import TIER_RANK, Pacing, Tier
 from backbeat.cli.plan import plan as plan_command
 from backbeat.config import Settings
 from backbeat.errors import InvalidInput
-from backbeat.measurement.eventlog import EventLogWriter
-from backbeat.measurement.events import Event, EventType
+from backbeat.eventlog import EventLogWriter
+from backbeat.events import Event, EventType
 from backbeat.serving.allocation import (
     AllocationPlan,
     Opportunity,

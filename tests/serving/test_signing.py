@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbeat.errors import InvalidSignature, TrackingUrlExpired
-from backbeat.serving.signing import SIGNED_FIELDS, TrackingClaims, UrlSigner
+from backbeat.signing import SIGNED_FIELDS, TrackingClaims, UrlSigner
 
 KEY = b"k" * 32
 NOW = 1_790_000_000

@@ -20,7 +20,7 @@ from backbeat.api.problems import install_problem_handlers
 from backbeat.api.routes import catalog, health, keys, reports, serving
 from backbeat.config import Settings, get_settings
 from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
-from backbeat.measurement.eventlog import EventLogWriter
+from backbeat.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
 from backbeat.observability import configure_logging, log
 from backbeat.reporting.service import delivered_so_far
@@ -29,7 +29,7 @@ from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.redis_ledger import RedisLedger
 from backbeat.serving.server import AdServer
-from backbeat.serving.signing import UrlSigner
+from backbeat.signing import UrlSigner
 
 
 def load_signing_key(settings: Settings) -> bytes:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.auth import Principal, authenticate
 from backbeat.config import Settings
-from backbeat.measurement.eventlog import EventLogWriter
+from backbeat.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
 from backbeat.serving.server import AdServer
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from backbeat.measurement.events import DELIVERY_EVENTS, Event, EventType
+from backbeat.events import DELIVERY_EVENTS, Event, EventType
 
 HOUR = 3600
 COUNTED_TYPES = frozenset(event.value for event in DELIVERY_EVENTS)

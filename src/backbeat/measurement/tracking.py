@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from backbeat.errors import BackbeatError, NotFound
-from backbeat.measurement.eventlog import EventLogWriter
-from backbeat.measurement.events import DELIVERY_EVENTS, Event, EventType
+from backbeat.eventlog import EventLogWriter
+from backbeat.events import DELIVERY_EVENTS, Event, EventType
 from backbeat.observability import EVENTLOG_APPEND_FAILURES, TRACKING_EVENTS, TRACKING_REJECTED
-from backbeat.serving.signing import UrlSigner
+from backbeat.signing import UrlSigner
 
 TRACKABLE = frozenset({*(event.value for event in DELIVERY_EVENTS), EventType.ERROR.value})
 ERROR_CODE_MAX = 16

@@ -12,9 +12,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from backbeat.catalog.models import LineItem
+from backbeat.eventlog import EventLogReader
+from backbeat.events import Event
 from backbeat.measurement.delivery import DeliveryCounts, count_delivery
-from backbeat.measurement.eventlog import EventLogReader
-from backbeat.measurement.events import Event
 from backbeat.reporting.models import DeliveryHourly, RejectedHourly
 
 COUNT_COLUMNS = (

@@ -37,8 +37,8 @@ import orjson
 
 from backbeat.catalog.vocabulary import WEEKDAYS, Tier
 from backbeat.errors import InvalidInput
-from backbeat.measurement.eventlog import EventLogReader
-from backbeat.measurement.events import Event, EventType
+from backbeat.eventlog import EventLogReader
+from backbeat.events import Event, EventType
 from backbeat.observability import log
 from backbeat.serving.pacing import CurveTally, PlanEntry, TrafficCurve
 from backbeat.serving.snapshot import ServableLineItem

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.service import catalog_version
 from backbeat.errors import NotFound
-from backbeat.measurement.events import Event, EventType
+from backbeat.events import Event, EventType
 from backbeat.observability import (
     DECISIONS,
     SNAPSHOT_LINE_ITEMS,
@@ -25,9 +25,9 @@ from backbeat.serving.decisions import Decider, Decision
 from backbeat.serving.ledger import Ledger
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.request import AdRequest, PodRequest
-from backbeat.serving.signing import TrackingClaims, UrlSigner
 from backbeat.serving.snapshot import Snapshot, load_snapshot
 from backbeat.serving.vast import QUARTILE_EVENTS, VastAd, render_vast
+from backbeat.signing import TrackingClaims, UrlSigner
 from backbeat.types import from_micros
 
 Clock = Callable[[], float]
