@@ -25,6 +25,7 @@ class EventType(StrEnum):
     THIRD_QUARTILE = "thirdQuartile"
     COMPLETE = "complete"
     CLICK = "click"
+    CONVERSION = "conversion"
     ERROR = "error"
     REJECTED = "rejected"
     OPPORTUNITY = "opportunity"
