@@ -410,9 +410,13 @@ def test_corrupt_crc(two_segments: tuple[Path, Path]) -> None:
     data[5 * FRAME + 6] ^= 0x01  # inside the CRC field of record 5
     first.write_bytes(bytes(data))
 
+    # Damage in the middle: the reader resynchronises on the next valid frame.
     read, reader = read_with_stats(first.parent)
-    assert read == A[:5] + B
-    assert (reader.stats.torn_tails, reader.stats.bytes_skipped) == (1, 5 * FRAME)
+    assert read == A[:5] + A[6:] + B
+    assert (reader.stats.torn_tails, reader.stats.bytes_skipped) == (0, FRAME)
+    assert [(d.segment, d.offset, d.length) for d in reader.damage] == [
+        (first.name, 5 * FRAME, FRAME)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -539,7 +543,7 @@ def test_property_any_truncation_reads_a_prefix(payloads: list[bytes], data: st.
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payloads=st.lists(st.binary(max_size=60), min_size=1, max_size=15), data=st.data())
-def test_property_any_flipped_byte_ends_the_segment_at_its_record(
+def test_property_any_flipped_byte_loses_only_its_record(
     payloads: list[bytes], data: st.DataObject
 ) -> None:
     starts = [0]
@@ -557,7 +561,8 @@ def test_property_any_flipped_byte_ends_the_segment_at_its_record(
         read = payloads_of(directory)
 
     damaged = max(i for i, start in enumerate(starts[:-1]) if start <= position)
-    assert read == payloads[:damaged]
+    # The reader resynchronises on the next valid frame (CRC-checked).
+    assert read == payloads[:damaged] + payloads[damaged + 1 :]
 
 
 # -- crashes -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from backbeat.eventlog.framing import (
 )
 from backbeat.eventlog.reader import (
     Checkpoint,
+    Damage,
     EventLogReader,
     LogRecord,
     ReaderStats,
@@ -31,6 +32,7 @@ __all__ = [
     "MAGIC",
     "MAX_PAYLOAD_BYTES",
     "Checkpoint",
+    "Damage",
     "EventLogClosed",
     "EventLogReader",
     "EventLogUnavailable",

@@ -1,4 +1,18 @@
-"""Reading the event log back: every segment in name order, torn tails told from live writes."""
+"""Reading the event log back: every segment in name order, torn tails told from live writes.
+
+Three kinds of unreadable bytes, told apart:
+
+* a record still being written by a live writer at the end of its segment
+  (``pending_bytes``): retried on the next scan;
+* a torn tail, bad bytes at the end of a segment whose writer is gone (a crash, or a
+  failed write the writer abandoned): counted once (``torn_tails``) and skipped;
+* damage in the middle, bad bytes followed by valid records (a flipped bit, a bad
+  sector, a stray write): the reader resynchronises on the record framing and goes on;
+  each region is reported in ``damage`` so a counting job can refuse to publish numbers
+  that silently shrank.
+
+Skipped bytes are also counted on the ``backbeat_eventlog_skipped_bytes_total`` metric.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
+from prometheus_client import Counter
 
 from backbeat.eventlog.framing import (
     HEADER,
@@ -20,6 +35,7 @@ from backbeat.eventlog.framing import (
     SEGMENT_NAME,
 )
 from backbeat.events import Event
+from backbeat.observability import log
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator, Mapping
@@ -57,6 +73,22 @@ class Checkpoint:
         return cls(offsets=dict(orjson.loads(data)["offsets"]))
 
 
+SKIPPED_BYTES = Counter(
+    "backbeat_eventlog_skipped_bytes_total",
+    "Event-log bytes readers skipped: torn tails of crashed writers, or damage in the middle",
+    ["kind"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Bytes skipped in the middle of a segment, between two valid records."""
+
+    segment: str
+    offset: int
+    length: int
+
+
 @dataclass(frozen=True, slots=True)
 class ReaderStats:
     """Counters of a reader, cumulative over its scans except ``pending_bytes``.
@@ -70,10 +102,12 @@ class ReaderStats:
     torn_tails: int = 0
     bytes_skipped: int = 0
     pending_bytes: int = 0
+    damaged_regions: int = 0
+    damaged_bytes: int = 0
 
 
 class EventLogReader:
-    """Reads every segment of a directory in name order, skipping torn tails."""
+    """Reads every segment of a directory in name order, skipping torn tails and damage."""
 
     def __init__(self, directory: Path, *, start: Checkpoint | None = None) -> None:
         self.directory = Path(directory)
@@ -83,6 +117,19 @@ class EventLogReader:
         self._torn_tails = 0
         self._bytes_skipped = 0
         self._pending_bytes = 0
+        self._damaged_bytes = 0
+        self._damage: list[Damage] = []
+        self._torn: dict[str, int] = {}
+
+    @property
+    def damage(self) -> list[Damage]:
+        """Regions skipped in the middle of segments, in reading order, over all scans."""
+        return list(self._damage)
+
+    @property
+    def torn(self) -> dict[str, int]:
+        """Bytes skipped at the end of each segment whose writer is gone."""
+        return dict(self._torn)
 
     @property
     def stats(self) -> ReaderStats:
@@ -92,6 +139,8 @@ class EventLogReader:
             torn_tails=self._torn_tails,
             bytes_skipped=self._bytes_skipped,
             pending_bytes=self._pending_bytes,
+            damaged_regions=len(self._damage),
+            damaged_bytes=self._damaged_bytes,
         )
 
     @property
@@ -131,41 +180,103 @@ class EventLogReader:
                     # will never become a record: count them once and move past them.
                     self._torn_tails += 1
                     self._bytes_skipped += size - end
+                    self._torn[name] = self._torn.get(name, 0) + size - end
                     self._offsets[name] = size
+                    SKIPPED_BYTES.labels(kind="torn_tail").inc(size - end)
 
     def _scan(
         self, f: BinaryIO, name: str, start: int, size: int
     ) -> Generator[LogRecord, None, int]:
-        """Yield valid records of one segment from ``start``; return where they stop."""
-        unpack = HEADER.unpack_from
+        """Yield valid records of one segment from ``start``; return where they stop.
+
+        A bad frame followed by a valid one is damage in the middle: the reader
+        resynchronises on the framing (magic, bounded length, matching CRC), records the
+        skipped region in :attr:`damage` and goes on. A bad frame with nothing valid after
+        it is a tail (torn or still being written), judged by the caller.
+        """
         buf = b""
+        base = start  # file offset of buf[0]
         i = 0
         left = size - start
-        pos = start
         while True:
-            if len(buf) - i < HEADER_BYTES and left:
-                buf, i, left = _refill(f, buf, i, left, HEADER_BYTES)
-            if len(buf) - i < HEADER_BYTES:
-                return pos
-            magic, length, crc = unpack(buf, i)
-            if magic != MAGIC or length > MAX_PAYLOAD_BYTES:
-                return pos
-            total = HEADER_BYTES + length
-            if len(buf) - i < total and left:
-                buf, i, left = _refill(f, buf, i, left, total)
-            if len(buf) - i < total:
-                return pos
-            payload = buf[i + HEADER_BYTES : i + total]
-            if zlib.crc32(payload) != crc:
-                return pos
-            record = LogRecord(name, pos, payload)
-            i += total
-            pos += total
-            # Recorded before the yield: once a consumer holds a record, a checkpoint
-            # taken then already covers it.
-            self._offsets[name] = pos
-            self._records_read += 1
-            yield record
+            state = _frame_at(buf, i)
+            if state < 0 and left:
+                buf, i, left, base = _refill(f, buf, i, left, -state, base)
+                continue
+            if state > 0:
+                pos = base + i
+                record = LogRecord(name, pos, bytes(buf[i + HEADER_BYTES : i + state]))
+                i += state
+                # Recorded before the yield: once a consumer holds a record, a checkpoint
+                # taken then already covers it.
+                self._offsets[name] = base + i
+                self._records_read += 1
+                yield record
+                continue
+            if state < 0 and len(buf) - i == 0:
+                return base + i  # clean end of segment
+            bad = base + i
+            found = _resync(f, buf, i + 1, left, base)
+            if found is None:
+                return bad
+            buf, i, left, base = found
+            skipped = base + i - bad
+            self._record_damage(Damage(segment=name, offset=bad, length=skipped))
+
+    def _record_damage(self, damage: Damage) -> None:
+        self._damage.append(damage)
+        self._damaged_bytes += damage.length
+        self._bytes_skipped += damage.length
+        SKIPPED_BYTES.labels(kind="damage").inc(damage.length)
+        log.error(
+            "eventlog.damage",
+            segment=damage.segment,
+            offset=damage.offset,
+            skipped_bytes=damage.length,
+        )
+
+
+def _frame_at(buf: bytes, i: int) -> int:
+    """Length of the valid frame at ``buf[i]``; 0 if bad; -n if n bytes are needed to judge."""
+    have = len(buf) - i
+    if have < HEADER_BYTES:
+        return -HEADER_BYTES
+    magic, length, crc = HEADER.unpack_from(buf, i)
+    if magic != MAGIC or length > MAX_PAYLOAD_BYTES:
+        return 0
+    total = HEADER_BYTES + length
+    if have < total:
+        return -total
+    if zlib.crc32(memoryview(buf)[i + HEADER_BYTES : i + total]) != crc:
+        return 0
+    return total
+
+
+def _resync(
+    f: BinaryIO, buf: bytes, i: int, left: int, base: int
+) -> tuple[bytes, int, int, int] | None:
+    """Find the next valid frame at or after ``buf[i]``; None if the segment has none.
+
+    Payloads are JSON, in which the magic's first byte (0xBB, a UTF-8 continuation byte
+    followed by a control character) cannot occur, so candidates are rare and each is
+    confirmed by its CRC.
+    """
+    while True:
+        j = buf.find(MAGIC, i)
+        if j < 0:
+            if not left:
+                return None
+            # Keep the last byte: it may be the first half of a magic split by the chunk.
+            i = max(len(buf) - 1, i)
+            buf, i, left, base = _refill(f, buf, i, left, READ_CHUNK, base)
+            continue
+        state = _frame_at(buf, j)
+        while state < 0 and left:
+            buf, j, left, base = _refill(f, buf, j, left, -state, base)
+            state = _frame_at(buf, j)
+        if state > 0:
+            return buf, j, left, base
+        i = j + 1
 
 
 def _probe(f: BinaryIO) -> tuple[bool, int]:
@@ -185,12 +296,15 @@ def _probe(f: BinaryIO) -> tuple[bool, int]:
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _refill(f: BinaryIO, buf: bytes, i: int, left: int, need: int) -> tuple[bytes, int, int]:
+def _refill(
+    f: BinaryIO, buf: bytes, i: int, left: int, need: int, base: int
+) -> tuple[bytes, int, int, int]:
+    """Drop ``buf[:i]`` and read on so at least ``need`` bytes follow (if the file has them)."""
     have = len(buf) - i
     data = f.read(min(left, max(READ_CHUNK, need - have)))
     # A short read means the file shrank under us; stop at what we have.
     left = left - len(data) if data else 0
-    return buf[i:] + data, 0, left
+    return buf[i:] + data, 0, left, base + i
 
 
 def read_records(directory: Path, *, start: Checkpoint | None = None) -> Iterator[LogRecord]:
