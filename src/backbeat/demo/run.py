@@ -27,6 +27,7 @@ from backbeat.api.app import create_app
 from backbeat.config import Settings
 from backbeat.db import migrate
 from backbeat.demo.book import book
+from backbeat.demo.history import add_history_and_forecast
 from backbeat.demo.traffic import Opportunity, day_of_opportunities, make_listeners, player_events
 from backbeat.errors import InvalidInput
 from backbeat.serving.vast import VAST_NS
@@ -304,6 +305,10 @@ def run_demo(
             for campaign in booked["campaigns"]
         }
     _print_report(console, booked, reports, tally, run)
+    add_history_and_forecast(
+        console, settings, booked, replayed_day=day_start, daily_requests=opportunities,
+        listeners=listeners, seed=seed,
+    )  # fmt: skip
     elapsed = time.monotonic() - started
     console.print(
         f"\nDone in {elapsed:.0f} s. The book and results are under [bold]{settings.var_dir}/[/]; "
