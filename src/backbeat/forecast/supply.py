@@ -1,0 +1,163 @@
+"""Future supply per stratum and hour: daily and weekly seasonality and trend.
+
+The history is the decision log's hourly request totals per stratum (every logged request
+weighs ``1 / sampling rate``). ``mstl`` fits statsforecast's MSTL (seasons of 24 and 168
+hours, an ETS trend with additive damped-free trend) per stratum and takes its 80%
+prediction interval; it needs two weeks for the weekly season and falls back to the
+daily one alone with less. ``profile`` is the cheap model for short histories and tests:
+the mean of each hour of the week (of the day when under a week of history) times the
+ratio of the last week to the mean week, with an interval from the residuals.
+
+The sample is then projected onto these totals: a sample row of stratum ``s`` at hour of
+week ``k`` stands, in a future hour ``h`` of that hour of week, for
+``weight * forecast[s, h] / (sample weight of cell (s, k))`` requests, so the sample's
+rows of each cell add up to the forecast of that cell and hour exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from backbeat.forecast.sample import HOUR, WEEK_HOURS, hour_of_week
+from backbeat.observability import log
+
+Z80 = 1.2815515655446004  # two-sided 80%: mean +- 1.28 sigma
+MODELS = ("auto", "mstl", "profile")
+
+
+@dataclass(frozen=True)
+class SupplyForecast:
+    """Forecast totals per stratum (rows) and future hour (columns) from ``hour0``."""
+
+    hour0: int  # epoch hour of column 0
+    mean: np.ndarray  # (S, H) float64
+    sigma: np.ndarray  # (S, H) float64: standard error of each hour's total
+    model: str
+    history_hours: int
+    fit_seconds: float
+
+    @property
+    def horizon_hours(self) -> int:
+        return int(self.mean.shape[1])
+
+
+def hourly_history(
+    ts: np.ndarray, weight: np.ndarray, stratum: np.ndarray, strata: int, *, until: float
+) -> tuple[int, np.ndarray]:
+    """Totals per stratum and whole hour before ``until``: (first epoch hour, (S, T) array)."""
+    end_hour = int(until // HOUR)  # the current, partial hour is left out
+    if ts.size == 0:
+        return end_hour, np.zeros((strata, 0))
+    hours = np.floor_divide(ts, HOUR).astype(np.int64)
+    first = int(hours.min())
+    if first < end_hour and ts.min() > first * HOUR + 60:
+        first += 1  # the log started inside this hour: a partial hour would read as a dip
+    keep = (hours >= first) & (hours < end_hour)
+    span = max(end_hour - first, 0)
+    flat = stratum[keep].astype(np.int64) * span + (hours[keep] - first)
+    totals = np.bincount(flat, weights=weight[keep], minlength=strata * span)
+    return first, totals.reshape(strata, span)
+
+
+def forecast_supply(
+    history: np.ndarray,
+    first_hour: int,
+    *,
+    hour0: int,
+    horizon_hours: int,
+    model: str = "auto",
+) -> SupplyForecast:
+    """Forecast ``horizon_hours`` from epoch hour ``hour0`` for every stratum of ``history``."""
+    if model not in MODELS:
+        raise ValueError(f"unknown supply model {model!r}")
+    started = time.perf_counter()
+    strata, span = history.shape
+    lead = hour0 - (first_hour + span)  # hours between the history's end and hour0
+    steps = max(lead, 0) + horizon_hours
+    if span == 0:
+        mean = np.zeros((strata, horizon_hours))
+        return SupplyForecast(hour0, mean, mean.copy(), "none", 0, 0.0)
+    chosen = model
+    if model == "auto":
+        chosen = "mstl" if span >= 3 * 24 else "profile"
+    if chosen == "mstl" and span < 2 * 24:
+        chosen = "profile"
+    if chosen == "mstl":
+        try:
+            mean, sigma = _mstl(history, first_hour, steps)
+        except Exception:  # a numerical failure must not leave forecasting without supply
+            log.exception("MSTL supply model failed; using the hour-of-week profile")
+            chosen = "profile"
+    if chosen == "profile":
+        mean, sigma = _profile(history, first_hour, steps)
+    skip = max(lead, 0)
+    mean = np.maximum(mean[:, skip:], 0.0)
+    sigma = np.maximum(sigma[:, skip:], 0.0)
+    elapsed = time.perf_counter() - started
+    return SupplyForecast(hour0, mean, sigma, chosen, span, elapsed)
+
+
+def _profile(history: np.ndarray, first_hour: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    strata, span = history.shape
+    period = WEEK_HOURS if span >= WEEK_HOURS else 24
+    hours = first_hour + np.arange(span)
+    phase = (hour_of_week(hours * float(HOUR)) if period == WEEK_HOURS else hours % 24).astype(
+        np.int64
+    )
+    counts = np.bincount(phase, minlength=period).astype(np.float64)
+    future = first_hour + span + np.arange(steps)
+    future_phase = (
+        hour_of_week(future * float(HOUR)) if period == WEEK_HOURS else future % 24
+    ).astype(np.int64)
+    mean = np.zeros((strata, steps))
+    sigma = np.zeros((strata, steps))
+    for s in range(strata):
+        y = history[s]
+        sums = np.bincount(phase, weights=y, minlength=period)
+        level = np.divide(sums, counts, out=np.zeros(period), where=counts > 0)
+        fitted = level[phase]
+        # Trend: the last period against the mean period (one number, bounded).
+        recent = y[-period:].sum()
+        typical = fitted[-period:].sum()
+        ratio = float(np.clip(recent / typical, 0.5, 2.0)) if typical > 0 else 1.0
+        residual = y - fitted
+        spread = math.sqrt(float(np.mean(residual**2))) if span else 0.0
+        mean[s] = level[future_phase] * ratio
+        sigma[s] = np.full(steps, spread)
+    return mean, sigma
+
+
+def _mstl(history: np.ndarray, first_hour: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+    from statsforecast import StatsForecast
+    from statsforecast.models import MSTL, AutoETS
+
+    strata, span = history.shape
+    seasons = [24, WEEK_HOURS] if span >= 2 * WEEK_HOURS else [24]
+    stamps = pd.to_datetime((first_hour + np.arange(span)) * HOUR, unit="s")
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(strata), span),
+            "ds": np.tile(stamps, strata),
+            "y": history.reshape(-1),
+        }
+    )
+    engine = StatsForecast(
+        models=[MSTL(season_length=seasons, trend_forecaster=AutoETS(model="AAN"))],
+        freq="h",
+        n_jobs=1,
+    )
+    result = engine.forecast(df=frame, h=steps, level=[80])
+    result = result.sort_values(["unique_id", "ds"])
+    mean = result["MSTL"].to_numpy(dtype=np.float64).reshape(strata, steps)
+    low = result["MSTL-lo-80"].to_numpy(dtype=np.float64).reshape(strata, steps)
+    high = result["MSTL-hi-80"].to_numpy(dtype=np.float64).reshape(strata, steps)
+    sigma = (high - low) / (2 * Z80)
+    bad = ~np.isfinite(mean)
+    if bad.any():
+        raise FloatingPointError("non-finite MSTL forecast")
+    return mean, np.nan_to_num(sigma, nan=0.0, posinf=0.0)
