@@ -29,6 +29,10 @@ class EventType(StrEnum):
     ERROR = "error"
     REJECTED = "rejected"
     OPPORTUNITY = "opportunity"
+    # Native promotion (issue 13): the personalization system showed a promoted item / it was
+    # clicked; streams after it are CONVERSION records with attrs {"promotion": true, ...}.
+    PROMOTION_EXPOSURE = "promotion_exposure"
+    PROMOTION_CLICK = "promotion_click"
 
 
 DELIVERY_EVENTS: tuple[EventType, ...] = (

@@ -18,6 +18,7 @@ from backbeat.api.hot_paths import HotPaths, document_hot_paths
 from backbeat.api.middleware import MetricsMiddleware
 from backbeat.api.problems import install_problem_handlers
 from backbeat.api.routes import catalog, health, keys, reports, serving
+from backbeat.api.routes import promotion as promotion_routes
 from backbeat.config import Settings, get_settings
 from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
 from backbeat.eventlog import EventLogWriter
@@ -121,6 +122,7 @@ def create_app(
         serving.router,
         reports.router,
         health.router,
+        *promotion_routes.ROUTERS,
     ):
         app.include_router(router)
     mount_ui(app, secret=lambda: load_signing_key(settings))

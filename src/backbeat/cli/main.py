@@ -104,6 +104,9 @@ def _register() -> None:
 
     for command in (demo.demo, plan_cli.plan, *measure.COMMANDS):
         cli.add_command(command)
+    from backbeat.cli.promotion import promotion
+
+    cli.add_command(promotion)
 
 
 _register()
