@@ -1,0 +1,137 @@
+"""Forecasts of draft line items: one (``POST /v1/forecasts``) or up to 1,000 at once (``/bulk``).
+
+Any key may forecast. An advertiser key sees contention only as a total (never another
+advertiser's line items). The answer comes from the forecaster the app keeps built in the
+background; until its first build a forecast is ``503 forecast-unavailable``; with no
+supply history yet, figures are zeros with a ``note``.
+"""
+
+# No ``from __future__ import annotations``: FastAPI must see the real schema classes.
+
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from backbeat.api.deps import PrincipalDep
+from backbeat.api.problems import problem, validation_problem
+from backbeat.errors import InvalidInput
+from backbeat.forecast.metrics import FORECAST_LATENCY
+from backbeat.forecast.refresh import ForecastHolder
+from backbeat.forecast.schemas import (
+    BulkError,
+    BulkForecastOut,
+    BulkForecastRequest,
+    ForecastDraft,
+    ForecastOut,
+)
+from backbeat.forecast.service import Forecaster, ForecastUnavailable
+
+router = APIRouter(prefix="/v1/forecasts", tags=["forecasts"])
+
+
+def current_forecaster(request: Request) -> Forecaster:
+    holder: ForecastHolder | None = getattr(request.app.state, "forecasts", None)
+    if holder is None:
+        raise ForecastUnavailable("forecasting is not running in this process")
+    return holder.current
+
+
+def _answer(forecaster: Forecaster, draft: ForecastDraft, advertiser_id: int | None) -> dict:
+    started = time.perf_counter()
+    result = forecaster.forecast(draft.to_query(), advertiser_id=advertiser_id)
+    FORECAST_LATENCY.observe(time.perf_counter() - started)
+    return result.to_dict()
+
+
+@router.post("", response_model=ForecastOut, response_model_exclude_none=True)
+def create_forecast(body: ForecastDraft, request: Request, principal: PrincipalDep) -> Any:
+    """Matched, possible and available impressions, reach, clicks and conversions of a draft."""
+    return _answer(current_forecaster(request), body, principal.advertiser_id)
+
+
+def _invalid(errors: list[BulkError], request: Request) -> JSONResponse:
+    """One 422 problem listing every bad draft with its index and reason; nothing answered."""
+    first = errors[0]
+    return problem(
+        422,
+        "Invalid drafts",
+        "invalid-drafts",
+        f"{len(errors)} invalid draft(s); first: #{first.index} {first.detail}",
+        request.url.path,
+        errors=[error.model_dump() for error in errors],
+    )
+
+
+@router.post(
+    "/bulk",
+    response_model=BulkForecastOut,
+    responses={422: {"description": "Invalid drafts, each with its index and reason"}},
+)
+def create_forecasts(body: BulkForecastRequest, request: Request, principal: PrincipalDep) -> Any:
+    """Up to 1,000 drafts; every invalid one is reported (422) unless ``skip_invalid``."""
+    drafts: list[ForecastDraft | None] = []
+    errors: list[BulkError] = []
+    for index, raw in enumerate(body.drafts):
+        try:
+            drafts.append(ForecastDraft.model_validate(raw))
+        except ValidationError as error:
+            found = validation_problem(list(error.errors()), "", skip_loc=0)
+            errors.append(BulkError(index=index, reason=found["reason"], detail=found["detail"]))
+            drafts.append(None)
+    if errors and not body.skip_invalid:  # shape errors first: no forecaster needed
+        return _invalid(errors, request)
+    forecaster = current_forecaster(request)
+    for index, draft in enumerate(drafts):
+        if draft is None:
+            continue
+        try:
+            forecaster.check(draft.to_query())
+        except InvalidInput as error:  # e.g. a flight beyond the horizon
+            errors.append(BulkError(index=index, reason=error.reason, detail=error.detail))
+            drafts[index] = None
+    errors.sort(key=lambda error: error.index)
+    if errors and not body.skip_invalid:
+        return _invalid(errors, request)
+    answers = [
+        None if draft is None else _answer(forecaster, draft, principal.advertiser_id)
+        for draft in drafts
+    ]
+    return {"forecasts": answers, "errors": [error.model_dump() for error in errors]}
+
+
+def start_forecasting(app: Any, services: Any, clock: Any, stop: threading.Event) -> ForecastHolder:
+    """Keep a forecaster built in a background thread: at start, when the served book
+    changes (the ad server's snapshot version: no extra query) and every
+    ``forecast_refresh_seconds``. Requests only read ``app.state.forecasts``."""
+    settings = services.settings
+
+    def version() -> object:
+        return services.ad_server.snapshot.version
+
+    def build() -> Forecaster:
+        from backbeat.reporting.service import delivered_so_far
+
+        now = clock()
+        line_items = services.ad_server.snapshot.line_items
+        with services.sessions() as session:
+            delivered = {
+                item: impressions for item, (_, impressions) in delivered_so_far(session)[0].items()
+            }
+        return Forecaster.build(
+            settings.resolved_event_log_dir,
+            line_items,
+            now=now,
+            history_days=settings.forecast_history_days,
+            delivered=delivered,
+        )
+
+    holder = ForecastHolder(
+        build=build, version=version, max_age_seconds=settings.forecast_refresh_seconds
+    )
+    app.state.forecasts = holder
+    threading.Thread(target=holder.run, args=(stop,), name="forecaster", daemon=True).start()
+    return holder

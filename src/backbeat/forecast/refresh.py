@@ -1,0 +1,101 @@
+"""Keeping a forecaster ready off the request path: rebuilt in a background thread.
+
+The holder rebuilds when the book changes (a version callable, the catalog version) and
+every ``max_age_seconds`` (new history), never per request; requests read the last one
+built. Until the first build finishes, ``current`` raises ``ForecastUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from backbeat.forecast.metrics import (
+    FORECAST_AGE,
+    FORECAST_REBUILD_SECONDS,
+    FORECAST_REBUILDS,
+    FORECAST_SAMPLE_ROWS,
+)
+from backbeat.forecast.service import Forecaster, ForecastUnavailable
+from backbeat.observability import log
+
+
+class ForecastHolder:
+    def __init__(
+        self,
+        *,
+        build: Callable[[], Forecaster],
+        version: Callable[[], object],
+        max_age_seconds: float = 600.0,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self._build = build
+        self._version = version
+        self.max_age_seconds = max_age_seconds
+        self.poll_seconds = poll_seconds
+        self._current: Forecaster | None = None
+        self._built_version: object = None
+        self._built_at = 0.0
+        self._ready = threading.Event()
+        self._poked = threading.Event()
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> Forecaster:
+        forecaster = self._current
+        if forecaster is None:
+            detail = "the forecaster is still being built from the decision log; retry shortly"
+            if self.last_error:
+                detail = f"the forecaster could not be built: {self.last_error}"
+            raise ForecastUnavailable(detail)
+        return forecaster
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def poke(self) -> None:
+        """Rebuild at the next tick (e.g. right after a catalog change)."""
+        self._poked.set()
+
+    def rebuild(self) -> Forecaster | None:
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                version = self._version()
+                forecaster = self._build()
+            except Exception as error:  # keep answering from the last good forecaster
+                FORECAST_REBUILDS.labels("error").inc()
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.exception("forecaster rebuild failed")
+                return None
+            elapsed = time.perf_counter() - started
+            self._current, self._built_version = forecaster, version
+            self._built_at = time.monotonic()
+            self.last_error = None
+            FORECAST_REBUILDS.labels("ok").inc()
+            FORECAST_REBUILD_SECONDS.observe(elapsed)
+            FORECAST_SAMPLE_ROWS.set(forecaster.sample.size)
+            FORECAST_AGE.set(forecaster.now)
+            self._ready.set()
+            return forecaster
+
+    def _stale(self) -> bool:
+        if self._current is None:
+            return True
+        if time.monotonic() - self._built_at >= self.max_age_seconds:
+            return True
+        try:
+            return self._version() != self._built_version
+        except Exception:  # the database is away: keep the last forecaster
+            log.warning("forecast version check failed")
+            return False
+
+    def run(self, stop: threading.Event) -> None:
+        """The background loop: build now, then whenever stale."""
+        while not stop.is_set():
+            if self._poked.is_set() or self._stale():
+                self._poked.clear()
+                self.rebuild()
+            self._poked.wait(self.poll_seconds)
