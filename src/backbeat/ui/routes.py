@@ -41,6 +41,7 @@ from backbeat.catalog.service import (
 from backbeat.catalog.vocabulary import MIME_TYPES, CapPeriod, Pacing, Status, Tier
 from backbeat.errors import BackbeatError, InvalidInput, NotFound, PermissionDenied
 from backbeat.observability import log
+from backbeat.types import format_money
 from backbeat.ui import forms
 from backbeat.ui.context import LoginRequired, Viewer, codec, context, services_of, viewer
 from backbeat.ui.session import COOKIE, LIFETIME_SECONDS, LOGIN_COOKIE
@@ -413,6 +414,7 @@ def campaign_page(
         granularity=granularity,
         goal=goal,
         pacing=pacing,
+        session=db,
     )
     from backbeat.ui.views import Totals
 
@@ -462,18 +464,20 @@ def campaign_csv(
                "spend", "currency"]  # fmt: skip
     writer.writerow(columns)
     for line in lines:
-        writer.writerow(
-            [
-                line.period_start.isoformat() if c == "period_start" else getattr(line, c)
-                for c in columns
-            ]
-        )
+        writer.writerow([_csv_value(line, c) for c in columns])
     name = f"campaign-{campaign.id}-delivery-{granularity}.csv"
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+def _csv_value(line: Any, column: str) -> Any:
+    value = getattr(line, column)
+    if column == "period_start":
+        return value.isoformat()
+    return format_money(value) if column == "spend" else value  # as the API writes money
 
 
 @router.get("/campaigns/{campaign_id}/edit")
@@ -544,26 +548,23 @@ def edit_campaign(
 
 
 def _status_route(resource: Resource, path: str, back: Callable[[Any], str]) -> None:
-    @router.post(f"/{path}/{{object_id}}/{{action}}", name=f"ui_{resource.name}_status")
+    for action, target in ACTIONS.items():
+        _add_status_route(resource, path, action, target, back)
+
+
+def _add_status_route(
+    resource: Resource, path: str, action: str, target: Status, back: Callable[[Any], str]
+) -> None:
+    @router.post(f"/{path}/{{object_id}}/{action}", name=f"ui_{action}_{resource.name}")
     @page
     def change_status(
-        object_id: int,
-        action: str,
-        request: Request,
-        services: ServicesDep,
-        db: SessionDep,
-        form: FormDep,
+        object_id: int, request: Request, services: ServicesDep, db: SessionDep, form: FormDep
     ) -> Response:
         view = posted(request, services, db, form)
-        if action not in ACTIONS:
-            raise NotFound(f"no action {action!r}", reason="not-found")
         obj = set_status(
-            session=db,
-            resource=resource,
-            object_id=object_id,
-            status=ACTIONS[action],
+            session=db, resource=resource, object_id=object_id, status=target,
             principal=view.principal,
-        )
+        )  # fmt: skip
         _commit(view)
         return see_other(back(obj))
 
@@ -684,6 +685,7 @@ def line_item_page(
         granularity=granularity,
         goal=row.goal,
         pacing=pacing,
+        session=db,
     )
     from backbeat.ui import forecasting
 

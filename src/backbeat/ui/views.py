@@ -30,10 +30,12 @@ from backbeat.catalog.vocabulary import Status
 from backbeat.reporting.service import COUNT_COLUMNS, DeliveryLine, delivery_report
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.server import AdServer
+from backbeat.types import format_money
 from backbeat.ui.pacing import Progress, pacing_progress
 
 PAGE = 500
 HOURLY_UP_TO = timedelta(days=3)  # longer ranges default to daily rows
+HOURLY_WINDOW = timedelta(days=14)  # hourly pages show the last two weeks of a long flight
 
 
 @dataclass
@@ -108,13 +110,35 @@ def default_granularity(start: datetime, end: datetime) -> str:
     return "hour" if end - start <= HOURLY_UP_TO else "day"
 
 
+def report_range(campaign: Campaign, now: datetime, granularity: str) -> tuple[datetime, datetime]:
+    """The flight so far; by hour, only its last ``HOURLY_WINDOW``."""
+    start, end = flight_range(campaign, now)
+    if granularity == "hour" and end - start > HOURLY_WINDOW:
+        start = end - HOURLY_WINDOW
+    return start, end
+
+
 def campaign_lines(
     session: Session, campaign: Campaign, now: datetime, granularity: str
 ) -> list[DeliveryLine]:
-    start, end = flight_range(campaign, now)
+    start, end = report_range(campaign, now, granularity)
     return delivery_report(
         session=session, campaign_id=campaign.id, start=start, end=end, granularity=granularity
     )
+
+
+def delivered_before(
+    session: Session, campaign: Campaign, until: datetime, line_item_ids: list[int]
+) -> int:
+    """Impressions of the line items from the flight start to ``until`` (a window's offset)."""
+    if until <= campaign.start_at:
+        return 0
+    wanted = set(line_item_ids)
+    lines = delivery_report(
+        session=session, campaign_id=campaign.id, start=campaign.start_at, end=until,
+        granularity="day",
+    )  # fmt: skip
+    return sum(line.impressions for line in lines if line.line_item_id in wanted)
 
 
 def totals_by_line_item(lines: list[DeliveryLine]) -> dict[int, Totals]:
@@ -306,9 +330,14 @@ def delivery_series(
     granularity: str,
     goal: float | None,
     pacing: PacingView,
+    session: Session,
 ) -> tuple[Series, list[dict[str, Any]]]:
-    """Delivered per period and cumulative, against the planned cumulative when there is a goal."""
-    start, end = flight_range(campaign, now)
+    """Delivered per period and cumulative, against the planned cumulative when there is a goal.
+
+    Cumulative counts start at the flight's start, also when an hourly page shows only the
+    last days of it.
+    """
+    start, end = report_range(campaign, now, granularity)
     periods, step = periods_of(start, end, granularity)
     wanted = set(line_item_ids)
     per_period: dict[datetime, Totals] = defaultdict(Totals)
@@ -316,7 +345,7 @@ def delivery_series(
         if line.line_item_id in wanted:
             per_period[line.period_start].add(line)
     delivered, cumulative, rows = [], [], []
-    running = 0
+    running = delivered_before(session, campaign, start, line_item_ids)
     planned = (
         pacing.planned_cumulative(campaign, goal, periods, step) if goal else [0.0] * len(periods)
     )
@@ -333,7 +362,7 @@ def delivery_series(
                 "planned_cumulative_impressions": round(plan, 1) if goal else None,
                 "completes": totals.completes,
                 "clicks": totals.clicks,
-                "spend": str(totals.spend),
+                "spend": format_money(totals.spend),
             }
         )
     fmt = "%m-%d %H:00" if granularity == "hour" else "%Y-%m-%d"
