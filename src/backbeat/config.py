@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     decision_seed: int | None = Field(
         default=None, description="Seed for tie-breaking and pacing coins"
     )
+    forecast_refresh_seconds: float = Field(
+        default=600.0, gt=0, description="Rebuild the forecaster (new history) at least this often"
+    )
+    forecast_history_days: float | None = Field(
+        default=None, gt=0, description="Decision-log days the forecaster reads (None: all)"
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -18,6 +18,7 @@ from backbeat.api.hot_paths import HotPaths, document_hot_paths
 from backbeat.api.middleware import MetricsMiddleware
 from backbeat.api.problems import install_problem_handlers
 from backbeat.api.routes import catalog, health, keys, reports, serving
+from backbeat.api.routes import forecasts as forecast_routes
 from backbeat.api.routes import promotion as promotion_routes
 from backbeat.config import Settings, get_settings
 from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
@@ -94,6 +95,7 @@ def create_app(
             target=services.ad_server.watch, args=(stop, settings.catalog_poll_seconds), daemon=True
         )
         watcher.start()
+        forecast_routes.start_forecasting(app, services, clock, stop)
         log.info(
             "backbeat started", database=services.engine.url.render_as_string(hide_password=True)
         )
@@ -121,6 +123,7 @@ def create_app(
         keys.router,
         serving.router,
         reports.router,
+        forecast_routes.router,
         health.router,
         *promotion_routes.ROUTERS,
     ):

@@ -107,6 +107,9 @@ def _register() -> None:
     from backbeat.cli.promotion import promotion
 
     cli.add_command(promotion)
+    from backbeat.cli.forecast import forecast
+
+    cli.add_command(forecast)
 
 
 _register()
