@@ -19,6 +19,15 @@ def _check_flight(values: dict[str, Any], existing: Base | None) -> None:
         raise InvalidInput("end_at must be after start_at", reason="end-before-start")
 
 
+# List filters as the other catalog lists have them (``?advertiser_id=``), where the catalog
+# layer supports declaring them.
+_FILTERS = {"filters": ("advertiser_id",)} if "filters" in Resource.__dataclass_fields__ else {}
+
 PROMOTION_CAMPAIGNS = Resource(
-    "promotion_campaign", PromotionCampaign, "advertiser_id", ADVERTISERS, check=_check_flight
+    "promotion_campaign",
+    PromotionCampaign,
+    "advertiser_id",
+    ADVERTISERS,
+    check=_check_flight,
+    **_FILTERS,  # type: ignore[arg-type]
 )
