@@ -118,7 +118,9 @@ def test_every_error_becomes_an_rfc9457_problem():
 
     @app.get("/raise/{index}")
     def _raise(index: int) -> None:
-        raise ERRORS[index](f"detail {index}", some_id=index, note="context")
+        raise ERRORS[index](
+            f"detail {index}", some_id=index, directory="/var/lib/backbeat/events", field="name"
+        )
 
     with TestClient(app) as client:
         for index, cls in enumerate(ERRORS):
@@ -133,7 +135,10 @@ def test_every_error_becomes_an_rfc9457_problem():
                 cls.reason,
             )
             assert (body["detail"], body["instance"]) == (f"detail {index}", f"/raise/{index}")
-            assert (body["some_id"], body["note"]) == (index, "context")
+            # only allow-listed context reaches callers: no internals such as paths
+            assert body["field"] == "name"
+            assert "some_id" not in body and "directory" not in body
+            assert "/var/lib" not in response.text
 
 
 def test_unexpected_exceptions_are_a_500_without_internals(monkeypatch):

@@ -42,6 +42,26 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool = True
+    # Limits and timeouts (README "Security and limits").
+    max_body_bytes: int = Field(default=1_048_576, ge=1, description="Largest request body")
+    body_timeout_seconds: float = Field(default=10.0, gt=0, description="To receive a body")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Management answers 503 past this (e.g. frozen database)"
+    )
+    # Longer than any client's pool idle time (httpx 5 s, load balancers 60 s): a client
+    # must never reuse a connection the server is closing at that very moment.
+    keep_alive_seconds: int = Field(default=75, ge=1, description="Idle keep-alive connections")
+    rate_limit_per_key: float = Field(
+        default=200.0, ge=0, description="Management requests/s per API key and worker (0: off)"
+    )
+    rate_limit_burst_per_key: int = Field(default=1000, ge=1)
+    rate_limit_tracking_per_ip: float = Field(
+        default=5000.0, ge=0, description="Tracking hits/s per client address and worker (0: off)"
+    )
+    rate_limit_burst_tracking_per_ip: int = Field(default=10_000, ge=1)
+    db_connect_timeout_seconds: int = Field(default=2, ge=1)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=0, description="PostgreSQL; 0: none")
+    db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

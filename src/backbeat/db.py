@@ -30,14 +30,29 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite files get WAL and enforced foreign keys."""
+def make_engine(
+    url: str,
+    *,
+    connect_timeout_s: int | None = None,
+    statement_timeout_ms: int | None = None,
+    pool_timeout_s: float | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """Create an engine; SQLite files get WAL and enforced foreign keys.
+
+    The timeouts bound how long a request can wait on a sick database so the API can answer
+    503 quickly instead of hanging: ``connect_timeout_s`` (PostgreSQL connect; SQLite's
+    busy timeout), ``statement_timeout_ms`` (PostgreSQL ``statement_timeout``) and
+    ``pool_timeout_s`` (waiting for a pooled connection). None keeps the driver defaults,
+    as the CLI's long batch jobs want.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        busy_timeout = 30 if connect_timeout_s is None else max(5, connect_timeout_s)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}, **kwargs
         )
 
         @event.listens_for(engine, "connect")
@@ -49,7 +64,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    if connect_timeout_s is not None:
+        connect_args.setdefault("connect_timeout", connect_timeout_s)
+    if statement_timeout_ms:
+        connect_args.setdefault("options", f"-c statement_timeout={int(statement_timeout_ms)}")
+    if pool_timeout_s is not None:
+        kwargs.setdefault("pool_timeout", pool_timeout_s)
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

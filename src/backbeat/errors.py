@@ -10,7 +10,14 @@ BackbeatError (500)
 ├── NotFound (404)
 ├── Conflict (409)              e.g. a stale concurrent write, an archived object
 ├── PreconditionFailed (412)    If-Match does not match the current version
+├── RequestTimeout (408)        the body did not arrive in time
+├── PayloadTooLarge (413)       the body is over the limit (checked before reading it)
+├── TooManyRequests (429)       a rate limit; ``retry_after`` says when to come back
+├── DatabaseUnavailable (503)   the database refused, timed out or is exhausted
 └── DatabaseNotMigrated (503)   the schema is behind the code
+
+Only the context keys an error class lists in ``public_context`` reach a problem body:
+the rest (paths, segment names, revisions) is for logs, never for callers.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ class BackbeatError(Exception):
     title: ClassVar[str] = "Internal error"
     reason: ClassVar[str] = "internal-error"
     exit_code: ClassVar[int] = 1
+    public_context: ClassVar[frozenset[str]] = frozenset(
+        {"field", "current_version", "limit", "size", "key", "retry_after"}
+    )
 
     def __init__(self, detail: str, *, reason: str | None = None, **context: Any) -> None:
         super().__init__(detail)
@@ -44,6 +54,8 @@ class InvalidInput(BackbeatError):
 class InvalidTargeting(InvalidInput):
     title = "Invalid targeting"
     reason = "invalid-targeting"
+    # ``path`` is where in the targeting expression the fault is, e.g. ``any.0.countries``.
+    public_context = InvalidInput.public_context | {"path"}
 
 
 class Unauthenticated(BackbeatError):
@@ -90,6 +102,34 @@ class PreconditionFailed(BackbeatError):
     title = "Precondition failed"
     reason = "version-mismatch"
     exit_code = 5
+
+
+class RequestTimeout(BackbeatError):
+    status = 408
+    title = "Request timeout"
+    reason = "request-timeout"
+    exit_code = 7
+
+
+class PayloadTooLarge(BackbeatError):
+    status = 413
+    title = "Request body too large"
+    reason = "payload-too-large"
+    exit_code = 2
+
+
+class TooManyRequests(BackbeatError):
+    status = 429
+    title = "Too many requests"
+    reason = "rate-limited"
+    exit_code = 7
+
+
+class DatabaseUnavailable(BackbeatError):
+    status = 503
+    title = "Database unavailable"
+    reason = "database-unavailable"
+    exit_code = 6
 
 
 class DatabaseNotMigrated(BackbeatError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
+from contextvars import ContextVar
 
 import structlog
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
@@ -19,16 +21,37 @@ from prometheus_client import (
 
 log = structlog.get_logger("backbeat")
 
+# The id of the request being handled: in every log line (``request_id``) and problem body.
+REQUEST_ID: ContextVar[str | None] = ContextVar("backbeat_request_id", default=None)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _add_request_id(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
+
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """JSON lines on stderr (or a console renderer for humans)."""
+    """JSON lines on stderr (or a console renderer for humans).
+
+    JSON lines carry an exception's type, message and frames (``exception``), not just
+    ``exc_info: true``, so a 500 in production can be diagnosed from its log line.
+    """
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    tracebacks = [structlog.processors.dict_tracebacks] if json else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *tracebacks,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -60,6 +83,23 @@ SNAPSHOT_LINE_ITEMS = Gauge(
 SNAPSHOT_REFRESHES = Counter("backbeat_catalog_snapshot_refreshes_total", "Snapshot rebuilds")
 EVENTLOG_APPEND_FAILURES = Counter(
     "backbeat_eventlog_append_failures_total", "Events not made durable"
+)
+DECISION_LOG_DROPPED = Counter(
+    "backbeat_decision_log_dropped_total",
+    "Decision-log (opportunity) records that could not be written to the event log",
+)
+RATE_LIMITED = Counter(
+    "backbeat_rate_limited_total", "Requests refused by a rate limit (429)", ["limit"]
+)
+DATABASE_ERRORS = Counter(
+    "backbeat_database_unavailable_total",
+    "Requests answered 503 because the database refused, timed out or was exhausted",
+    ["error"],
+)
+REQUESTS_REFUSED = Counter(
+    "backbeat_requests_refused_total",
+    "Requests refused before reaching a route (body too large, too slow)",
+    ["reason"],
 )
 
 

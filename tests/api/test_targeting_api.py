@@ -128,8 +128,8 @@ def test_nested_expressions_are_accepted_in_canonical_form(client):
     }
     deepest = create_line_item(client, campaign["id"], targeting=nested(MAX_DEPTH))
     assert deepest["targeting"] == nested(MAX_DEPTH)
-    # null and {} both mean everyone; a PATCH without targeting keeps it.
-    assert create_line_item(client, campaign["id"], targeting=None)["targeting"] == {}
+    # {} means everyone (null is refused: the schema says object); a PATCH without it keeps it.
+    assert create_line_item(client, campaign["id"], targeting={})["targeting"] == {}
     renamed = client.patch(f"/v1/line-items/{item['id']}", json={"name": "Renamed"}, headers=ADMIN)
     assert renamed.status_code == 200 and renamed.json()["targeting"] == item["targeting"]
     cleared = client.patch(f"/v1/line-items/{item['id']}", json={"targeting": {}}, headers=ADMIN)

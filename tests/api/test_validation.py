@@ -265,11 +265,19 @@ def test_invalid_updates_are_refused_and_change_nothing(client):
     assert response.status_code == 200 and response.json()["version"] == 2
     response = client.patch(
         f"/v1/line-items/{ids['line-items']}",
-        json={"budget": None, "frequency_cap": None, "targeting": None},
+        json={"budget": None, "frequency_cap": None, "targeting": {}},
         headers=ADMIN,
     )
     assert response.status_code == 200, response.text
     assert (response.json()["budget"], response.json()["targeting"]) == (None, {})
+    # targeting is an object: null is refused (the schema says so), {} targets everyone
+    assert_problem(
+        client.patch(
+            f"/v1/line-items/{ids['line-items']}", json={"targeting": None}, headers=ADMIN
+        ),
+        422,
+        "null-not-allowed",
+    )
 
 
 def test_list_paging_parameters_are_validated(client):

@@ -195,6 +195,9 @@ def test_no_fill_and_bad_requests(client):
 def test_device_headers_identify_the_listener_when_no_id_is_sent(client):
     booked = book_servable(client, line_item={"frequency_cap": {"count": 1, "period": "day"}})
     slot_id = booked["slot"]["id"]
+    # only an ad inserter's key makes the device headers count (tests/api/test_trust_roles.py)
+    minted = client.post("/v1/api-keys", json={"role": "ssai"}, headers=ADMIN)
+    client.headers["Authorization"] = f"Bearer {minted.json()['key']}"
     inserter = {
         "X-Device-IP": "203.0.113.7",
         "X-Device-User-Agent": "Overcast/3.0 (+http://overcast.fm/)",

@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from backbeat import __version__
 from backbeat.api.deps import Services
 from backbeat.api.hot_paths import HotPaths, document_hot_paths
-from backbeat.api.middleware import MetricsMiddleware
+from backbeat.api.middleware import Guard, MetricsMiddleware
 from backbeat.api.problems import install_problem_handlers
 from backbeat.api.routes import catalog, health, keys, reports, serving
 from backbeat.api.routes import forecasts as forecast_routes
@@ -24,7 +25,7 @@ from backbeat.config import Settings, get_settings
 from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
 from backbeat.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
-from backbeat.observability import configure_logging, log
+from backbeat.observability import DECISION_LOG_DROPPED, configure_logging, log
 from backbeat.reporting.service import delivered_so_far
 from backbeat.serving.allocation import PlanFile
 from backbeat.serving.ledger import MemoryLedger
@@ -51,7 +52,12 @@ def load_signing_key(settings: Settings) -> bytes:
 
 
 def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url,
+        connect_timeout_s=settings.db_connect_timeout_seconds,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        pool_timeout_s=settings.db_pool_timeout_seconds,
+    )
     if settings.is_embedded_database:
         migrate(settings.resolved_database_url)
     ensure_migrated(engine)
@@ -70,14 +76,46 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         signer=signer,
         clock=clock,
         tracking_ttl_seconds=settings.tracking_ttl_seconds,
-        decision_log=event_log.append,
+        decision_log=counting_drops(event_log),
         decision_log_sample=settings.decision_log_sample,
         seed=settings.decision_seed,
         pacing=PacingController(plan_source=PlanFile(settings.resolved_allocation_plan_path)),
     )
     ad_server.refresh(force=True)
     tracker = Tracker(signer=signer, log=event_log, clock=clock)
-    return Services(settings, engine, sessions, event_log, ad_server, tracker)
+    services = Services(settings, engine, sessions, event_log, ad_server, tracker)
+    with sessions() as session:
+        services.inserters.refresh(session)
+    return services
+
+
+def counting_drops(event_log: EventLogWriter) -> Callable[[bytes], object]:
+    """The decision-log appender, counting records the event log could not keep."""
+
+    def dropped(future: Future[None]) -> None:
+        if future.exception() is not None:
+            DECISION_LOG_DROPPED.inc()
+
+    def append(payload: bytes) -> object:
+        try:
+            future = event_log.append(payload)
+        except Exception:
+            DECISION_LOG_DROPPED.inc()
+            raise
+        future.add_done_callback(dropped)
+        return future
+
+    return append
+
+
+def watch_inserter_keys(services: Services, stop: threading.Event, interval: float) -> None:
+    """Reload the ad inserter keys now and then (keys minted by another worker show up)."""
+    while not stop.wait(max(interval, 1.0)):
+        try:
+            with services.sessions() as session:
+                services.inserters.refresh(session)
+        except Exception as error:  # keep the keys known so far
+            log.warning("inserter keys refresh failed", error_type=type(error).__name__)
 
 
 def create_app(
@@ -95,6 +133,12 @@ def create_app(
             target=services.ad_server.watch, args=(stop, settings.catalog_poll_seconds), daemon=True
         )
         watcher.start()
+        keys_watcher = threading.Thread(
+            target=watch_inserter_keys,
+            args=(services, stop, settings.catalog_poll_seconds),
+            daemon=True,
+        )
+        keys_watcher.start()
         forecast_routes.start_forecasting(app, services, clock, stop)
         log.info(
             "backbeat started", database=services.engine.url.render_as_string(hide_password=True)
@@ -131,4 +175,4 @@ def create_app(
     mount_ui(app, secret=lambda: load_signing_key(settings))
     app.add_middleware(MetricsMiddleware)
     document_hot_paths(app)
-    return HotPaths(app)
+    return Guard(HotPaths(app), settings)

@@ -23,7 +23,7 @@ from backbeat.api.problems import (
     problem_body,
     validation_problem,
 )
-from backbeat.api.routes.serving import VastQuery, build_request
+from backbeat.api.routes.serving import VastQuery, build_request, client_identity
 from backbeat.errors import BackbeatError
 from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, log
 
@@ -127,16 +127,18 @@ class HotPaths:
     async def _vast(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         query = VastQuery.model_validate(self._params(scope))
         services = self.app.state.services
-        ad_request = build_request(_headers(scope), _peer(scope), query.fields())
-        decisions = services.ad_server.decide(ad_request, query.pod())
+        headers = _headers(scope)
+        trusted = services.inserters.trusts(headers)  # device headers only from an SSAI key
+        ad_request = build_request(headers, _peer(scope), query.fields(), trusted=trusted)
+        decisions = await services.ad_server.decide_async(ad_request, query.pod())
         return 200, VAST_HEADERS, services.ad_server.vast(decisions)
 
     async def _track(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         event = scope["path"][len(TRACKING_PREFIX) :]
         headers = _headers(scope)
         peer = _peer(scope)
-        ip = headers.get("x-device-ip") or peer
-        agent = headers.get("x-device-user-agent") or headers.get("user-agent", "")
+        trusted = self.app.state.services.inserters.trusts(headers)
+        ip, agent = client_identity(headers, peer, trusted=trusted)  # device headers: SSAI only
         await self.app.state.services.tracker.track(
             event, self._params(scope), ip=ip[:64], user_agent=agent
         )

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backbeat.errors import BackbeatError
-from backbeat.observability import log
+from backbeat.errors import BackbeatError, DatabaseUnavailable
+from backbeat.observability import DATABASE_ERRORS, REQUEST_ID, log
 
 PROBLEM_TYPE_BASE = "https://backbeat.invalid/problems/"
 
@@ -21,6 +22,10 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 def problem_body(
     status: int, title: str, reason: str, detail: str, instance: str, **extra: Any
 ) -> dict[str, Any]:
+    """An RFC 9457 body; ``request_id`` matches the request's log lines and response header."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        extra.setdefault("request_id", request_id)
     return {
         "type": PROBLEM_TYPE_BASE + reason,
         "title": title,
@@ -33,17 +38,53 @@ def problem_body(
 
 
 def problem(
-    status: int, title: str, reason: str, detail: str, instance: str, **extra: Any
+    status: int,
+    title: str,
+    reason: str,
+    detail: str,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body = problem_body(status, title, reason, detail, instance, **extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def error_problem(error: BackbeatError, instance: str) -> dict[str, Any]:
+    """The problem body of a deliberate error: only its allow-listed context is shown."""
     extra = {
-        key: value for key, value in error.context.items() if isinstance(value, str | int | None)
+        key: value
+        for key, value in error.context.items()
+        if key in error.public_context and isinstance(value, str | int | None)
     }
     return problem_body(error.status, error.title, error.reason, error.detail, instance, **extra)
+
+
+def error_headers(error: BackbeatError) -> dict[str, str]:
+    """``Retry-After`` for 429 and 503 answers (seconds, as RFC 9110 allows)."""
+    retry_after = error.context.get("retry_after")
+    if retry_after is None and error.status == 503:
+        retry_after = 1
+    return {} if retry_after is None else {"Retry-After": str(max(1, int(retry_after)))}
+
+
+def database_error(error: Exception) -> DatabaseUnavailable:
+    """A refused, timed-out or exhausted database as the 503 callers can retry."""
+    kind = type(error).__name__
+    DATABASE_ERRORS.labels(kind).inc()
+    log.warning("database unavailable", error_type=kind, error=str(error).splitlines()[0][:200])
+    return DatabaseUnavailable("the database is unavailable; retry shortly", retry_after=1)
+
+
+# Faults of the database server or the pool, never of the request: DBAPI OperationalError
+# (refused, terminated, statement timeout), InterfaceError (connection closed) and the pool's
+# TimeoutError (all connections busy past ``pool_timeout``).
+DATABASE_FAULTS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+)
 
 
 def validation_problem(
@@ -77,7 +118,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             error_problem(error, request.url.path),
             status_code=error.status,
             media_type=PROBLEM_MEDIA_TYPE,
+            headers=error_headers(error),
         )
+
+    async def _database(request: Request, error: Exception) -> JSONResponse:
+        return await _backbeat(request, database_error(error))
+
+    for fault in DATABASE_FAULTS:
+        app.add_exception_handler(fault, _database)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -88,8 +136,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         reasons = {404: "not-found", 405: "method-not-allowed"}
         reason = reasons.get(error.status_code, f"http-{error.status_code}")
+        # Keeps the router's headers: a 405 names the methods the path has (``Allow``).
         return problem(
-            error.status_code, str(error.detail), reason, str(error.detail), request.url.path
+            error.status_code,
+            str(error.detail),
+            reason,
+            str(error.detail),
+            request.url.path,
+            headers=dict(error.headers or {}),
         )
 
     @app.exception_handler(Exception)

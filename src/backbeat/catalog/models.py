@@ -40,13 +40,20 @@ class Advertiser(Versioned, Base):
 
 
 class ApiKey(Base):
-    """A per-advertiser API key; only its SHA-256 digest is stored."""
+    """An API key; only its SHA-256 digest is stored.
+
+    ``role`` is ``advertiser`` (tied to ``advertiser_id``) or ``ssai``: a server-side ad
+    inserter, the one caller whose ``X-Device-IP``/``X-Device-User-Agent`` are believed.
+    """
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    advertiser_id: Mapped[int] = mapped_column(
-        ForeignKey("advertisers.id"), nullable=False, index=True
+    advertiser_id: Mapped[int | None] = mapped_column(
+        ForeignKey("advertisers.id"), nullable=True, index=True
+    )
+    role: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="advertiser", server_default="advertiser"
     )
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)

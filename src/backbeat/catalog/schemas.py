@@ -94,13 +94,63 @@ def _check_targeting(value: Any) -> dict[str, list[Any]]:
 Amount = Annotated[Decimal, AfterValidator(_check_amount)]
 MoneyOut = Annotated[Decimal, PlainSerializer(format_money, return_type=str)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_check_currency)]
-# No control characters: names go into VAST XML, which cannot carry them.
+# Characters XML 1.0, JSON and PostgreSQL text all accept, minus controls: no NUL (PostgreSQL),
+# no C0/C1 controls or DEL, no lone surrogates (not UTF-8), no U+FFFE/U+FFFF (not XML).
+# Names go into VAST XML, so one bad character would break every answer that picks them.
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_text(value: str) -> str:
+    """Refuse text that XML 1.0, JSON or PostgreSQL would refuse or mangle."""
+    bad = _UNSAFE_TEXT.search(value)
+    if bad is not None:
+        raise PydanticCustomError(
+            "invalid_characters",
+            "text may not contain control characters, U+FFFE/U+FFFF or surrogates "
+            "(found U+{code:04X} at {at})",
+            {"code": ord(bad.group()), "at": bad.start()},
+        )
+    return value
+
+
 Name = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(check_text),
 ]
+# A DNS name (letters, digits, hyphens; dots between labels), e.g. ``velo.example``.
+_DOMAIN = re.compile(
+    r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
+)
+
+
+def _check_domain(value: str) -> str:
+    check_text(value)
+    if not _DOMAIN.match(value):
+        raise PydanticCustomError("invalid_domain", "domain must be a DNS name such as example.com")
+    return value.lower()
+
+
+Domain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_check_domain)]
+
+
+def _rfc3339(value: Any) -> Any:
+    # JSON has no datetime type: only RFC 3339 text is a datetime (``0`` is not 1970). A
+    # missing offset passes here so AwareDatetime names it (``timezone_aware``).
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise PydanticCustomError(
+            "invalid_datetime", "must be an RFC 3339 date-time string, e.g. 2026-01-01T00:00:00Z"
+        )
+    return value
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?\Z"
+)
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_url)]
 Category = Annotated[str, StringConstraints(pattern=r"^IAB\d{1,2}(-\d{1,2})?$")]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -163,13 +213,13 @@ def _require_order(start: datetime | None, end: datetime | None) -> None:
 
 class AdvertiserCreate(Input):
     name: Name
-    domain: Annotated[str, StringConstraints(max_length=253)] | None = None
+    domain: Domain | None = None
     category: Category | None = None
 
 
 class AdvertiserUpdate(Input):
     name: Name | None = None
-    domain: Annotated[str, StringConstraints(max_length=253)] | None = None
+    domain: Domain | None = None
     category: Category | None = None
 
 
@@ -192,8 +242,8 @@ class CampaignCreate(Input):
         default=None, description="Defaults to the caller's advertiser"
     )
     name: Name
-    start_at: AwareDatetime
-    end_at: AwareDatetime
+    start_at: Instant
+    end_at: Instant
     total_budget: Amount
     currency: Currency = "USD"
     frequency_caps: Caps = []
@@ -206,8 +256,8 @@ class CampaignCreate(Input):
 
 class CampaignUpdate(Input):
     name: Name | None = None
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: Instant | None = None
+    end_at: Instant | None = None
     total_budget: Amount | None = None
     frequency_caps: Caps | None = None
 
@@ -236,7 +286,7 @@ class CampaignRead(Output):
 
 
 class LineItemFields(Input):
-    """Fields shared by create and update; ``targeting: null`` means "everyone" (``{}``)."""
+    """Fields shared by create and update; ``{}`` targets everyone, ``null`` is refused."""
 
     targeting: dict[str, Any] = Field(default_factory=dict)
 
@@ -256,6 +306,10 @@ class LineItemFields(Input):
     @field_validator("targeting", mode="before")
     @classmethod
     def _targeting(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError(
+                "null_not_allowed", "targeting must be an object; {} targets everyone"
+            )
         return _check_targeting(value)
 
 
@@ -427,6 +481,7 @@ class Page(BaseModel, Generic[T]):
 
 class ApiKeyCreated(BaseModel):
     id: int
-    advertiser_id: int
+    advertiser_id: int | None = Field(description="None for an ad inserter (ssai) key")
+    role: str = Field(description="advertiser or ssai")
     prefix: str
     key: str = Field(description="Shown once; only its hash is stored")

@@ -18,6 +18,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from backbeat.catalog.auth import Principal
 from backbeat.catalog.models import AdSlot, Advertiser, Campaign, CatalogState, Creative, LineItem
+from backbeat.catalog.policy import check_line_item_booking
 from backbeat.catalog.vocabulary import Status
 from backbeat.db import Base
 from backbeat.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
@@ -38,6 +39,9 @@ class Resource:
     public_reads: bool = False
     owner_column: str = "advertiser_id"
     check: Callable[[dict[str, Any], Base | None], None] | None = None
+    # List filters: query parameter -> column of this model, or of a parent reached by a join
+    # (creatives by campaign go through their line item). Any other parameter is a 422.
+    filters: tuple[str, ...] = ()
 
 
 def _check_flight(values: dict[str, Any], existing: Base | None) -> None:
@@ -48,9 +52,24 @@ def _check_flight(values: dict[str, Any], existing: Base | None) -> None:
 
 
 ADVERTISERS = Resource("advertiser", Advertiser, admin_writes=True, owner_column="id")
-CAMPAIGNS = Resource("campaign", Campaign, "advertiser_id", ADVERTISERS, check=_check_flight)
-LINE_ITEMS = Resource("line_item", LineItem, "campaign_id", CAMPAIGNS)
-CREATIVES = Resource("creative", Creative, "line_item_id", LINE_ITEMS)
+CAMPAIGNS = Resource(
+    "campaign",
+    Campaign,
+    "advertiser_id",
+    ADVERTISERS,
+    check=_check_flight,
+    filters=("advertiser_id",),
+)
+LINE_ITEMS = Resource(
+    "line_item", LineItem, "campaign_id", CAMPAIGNS, filters=("advertiser_id", "campaign_id")
+)
+CREATIVES = Resource(
+    "creative",
+    Creative,
+    "line_item_id",
+    LINE_ITEMS,
+    filters=("advertiser_id", "campaign_id", "line_item_id"),
+)
 SLOTS = Resource("slot", AdSlot, admin_writes=True, public_reads=True, owner_column="")
 
 
@@ -107,8 +126,22 @@ def list_objects(
 ) -> tuple[list[Any], int]:
     statement = _visible(resource, principal)
     for column, value in filters.items():
-        if value is not None:
+        if value is None:
+            continue
+        if column == "status":
+            statement = statement.where(resource.model.status == value)
+        elif column not in resource.filters:
+            raise InvalidInput(
+                f"{resource.name} lists cannot be filtered by {column}",
+                reason="unknown-filter",
+                field=column,
+            )
+        elif column in resource.model.__table__.columns:
             statement = statement.where(getattr(resource.model, column) == value)
+        elif resource is CREATIVES and column == "campaign_id":
+            statement = statement.where(
+                Creative.line_item_id.in_(select(LineItem.id).where(LineItem.campaign_id == value))
+            )
     count = session.execute(select(func.count()).select_from(statement.subquery())).scalar_one()
     pk = resource.model.__mapper__.primary_key[0]
     rows = (
@@ -150,6 +183,8 @@ def create_object(
         values[resource.parent_field] = parent_id
         if resource.parent.name != "advertiser":
             values["advertiser_id"] = parent.advertiser_id
+    if resource is LINE_ITEMS:
+        check_line_item_booking(session, principal, values, None)
     if resource.check is not None:
         resource.check(values, None)
     obj = resource.model(**values)
@@ -178,6 +213,8 @@ def update_object(
         )
     if obj.status == Status.ARCHIVED:
         raise Conflict(f"{resource.name} {object_id} is archived", reason="archived")
+    if resource is LINE_ITEMS:
+        check_line_item_booking(session, principal, changes, obj)
     columns = resource.model.__table__.columns
     for field, value in changes.items():
         column = columns.get(field)
@@ -198,6 +235,8 @@ def set_status(
     """Pause, activate or archive; archiving is final."""
     _writable(resource, principal)
     obj = get_object(session=session, resource=resource, object_id=object_id, principal=principal)
+    if resource is LINE_ITEMS:
+        check_line_item_booking(session, principal, {}, obj)
     if obj.status == Status.ARCHIVED and status != Status.ARCHIVED:
         raise Conflict(f"{resource.name} {object_id} is archived", reason="archived")
     if obj.status != status:

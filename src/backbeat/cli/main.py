@@ -75,6 +75,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         log_level="warning",
         access_log=False,
         proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_seconds,  # idle connections are not held
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers at most 16 KiB
     )
 
 

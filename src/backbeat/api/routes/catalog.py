@@ -7,9 +7,10 @@ pause / activate / archive. Only ``Resource`` and the schemas differ.
 # No ``from __future__ import annotations`` here: FastAPI must see the real schema classes
 # in the closures' annotations.
 
+import inspect
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from backbeat.api.deps import PrincipalDep, ServicesDep, SessionDep
 from backbeat.catalog import schemas
@@ -30,7 +31,19 @@ from backbeat.catalog.vocabulary import Status
 from backbeat.errors import InvalidInput
 
 ACTIONS = {"pause": Status.PAUSED, "activate": Status.ACTIVE, "archive": Status.ARCHIVED}
-FILTERS = ("advertiser_id", "campaign_id", "line_item_id")
+PAGING = frozenset({"limit", "offset", "status"})
+
+
+def refuse_unknown_parameters(request: Request, known: frozenset[str]) -> None:
+    """A filter this list does not have is an error, not silently everything (422)."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(unknown)[:200]}; "
+            f"allowed: {', '.join(sorted(known))}",
+            reason="unknown-filter",
+            field=unknown[0][:64],
+        )
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -41,6 +54,10 @@ def parse_if_match(value: str | None) -> int | None:
     if not text.isdigit() or len(text) > 10:
         raise InvalidInput("If-Match must be an ETag this API returned", reason="invalid-if-match")
     return int(text)
+
+
+# Ids are int4 columns: larger numbers are no object's id (422), never an overflow (500).
+ObjectId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _etag(response: Response, obj: Any) -> None:
@@ -57,7 +74,8 @@ def catalog_router(
     public_list: bool = False,
 ) -> APIRouter:
     router = APIRouter(prefix=f"/v1/{path}", tags=[path])
-    filters = [name for name in FILTERS if name in resource.model.__table__.columns]
+    filters = resource.filters
+    known = PAGING | set(filters)
 
     @router.post("", status_code=status.HTTP_201_CREATED, response_model=read_schema)
     def create(
@@ -107,14 +125,19 @@ def catalog_router(
 
         @router.get("", response_model=schemas.Page[read_schema])  # type: ignore[valid-type]
         def list_public(
-            session: SessionDep, limit: Limit = 50, offset: Offset = 0, status: Status | None = None
+            request: Request,
+            session: SessionDep,
+            limit: Limit = 50,
+            offset: Offset = 0,
+            status: Status | None = None,
         ):  # type: ignore[no-untyped-def]
             from backbeat.catalog.auth import ADMIN
 
+            refuse_unknown_parameters(request, known)
             return _list(session, ADMIN, limit, offset, status, {})
 
         @router.get("/{object_id}", response_model=read_schema)
-        def read_public(object_id: int, response: Response, session: SessionDep):  # type: ignore[no-untyped-def]
+        def read_public(object_id: ObjectId, response: Response, session: SessionDep):  # type: ignore[no-untyped-def]
             from backbeat.catalog.auth import ADMIN
 
             obj = get_object(
@@ -125,28 +148,38 @@ def catalog_router(
 
     else:
 
-        @router.get("", response_model=schemas.Page[read_schema])  # type: ignore[valid-type]
         def list_(  # type: ignore[no-untyped-def]
+            request: Request,
             session: SessionDep,
             principal: PrincipalDep,
             limit: Limit = 50,
             offset: Offset = 0,
             status: Status | None = None,
-            advertiser_id: ParentId = None,
-            campaign_id: ParentId = None,
-            line_item_id: ParentId = None,
+            **parents: int | None,
         ):
-            given = {
-                "advertiser_id": advertiser_id,
-                "campaign_id": campaign_id,
-                "line_item_id": line_item_id,
-            }
-            return _list(
-                session, principal, limit, offset, status, {name: given[name] for name in filters}
-            )
+            refuse_unknown_parameters(request, known)
+            return _list(session, principal, limit, offset, status, parents)
+
+        # Only the filters this resource has appear in its signature (and so in OpenAPI).
+        signature = inspect.signature(list_)
+        fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+        list_.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[
+                *fixed,
+                *(
+                    inspect.Parameter(
+                        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ParentId
+                    )
+                    for name in filters
+                ),
+            ]
+        )
+        router.get("", response_model=schemas.Page[read_schema])(list_)  # type: ignore[valid-type]
 
         @router.get("/{object_id}", response_model=read_schema)
-        def read(object_id: int, response: Response, principal: PrincipalDep, session: SessionDep):  # type: ignore[no-untyped-def]
+        def read(
+            object_id: ObjectId, response: Response, principal: PrincipalDep, session: SessionDep
+        ):  # type: ignore[no-untyped-def]
             obj = get_object(
                 session=session, resource=resource, object_id=object_id, principal=principal
             )
@@ -155,7 +188,7 @@ def catalog_router(
 
     @router.patch("/{object_id}", response_model=read_schema)
     def update(  # type: ignore[no-untyped-def]
-        object_id: int,
+        object_id: ObjectId,
         body: update_schema,  # type: ignore[valid-type]
         response: Response,
         principal: PrincipalDep,
@@ -179,7 +212,7 @@ def catalog_router(
 
     def status_route(target: Status) -> Any:
         def change_status(  # type: ignore[no-untyped-def]
-            object_id: int,
+            object_id: ObjectId,
             response: Response,
             principal: PrincipalDep,
             session: SessionDep,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from backbeat.api.deps import ServicesDep
+from backbeat.api.deps import ServicesDep, bearer_key
 from backbeat.errors import InvalidInput
 from backbeat.serving.decisions import listener_key
 from backbeat.serving.request import AdRequest, PodRequest, zone
@@ -51,16 +52,34 @@ def _timezone(value: str | None) -> str | None:
 
 
 def client_identity(
-    headers: Mapping[str, str], peer: str, ip: str | None = None, user_agent: str | None = None
+    headers: Mapping[str, str],
+    peer: str,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    *,
+    trusted: bool = False,
 ) -> tuple[str, str]:
-    """The listener's address and agent: forwarded by an ad inserter, else the caller's own."""
-    client_ip = ip or headers.get("x-device-ip") or peer
-    agent = user_agent or headers.get("x-device-user-agent") or headers.get("user-agent", "")
+    """The listener's address and agent: forwarded by a trusted ad inserter, else the caller's.
+
+    ``trusted`` is true only for requests carrying a live ad inserter (``ssai``) key
+    (``Services.inserters.trusts(headers)``): from anyone else ``X-Device-IP``,
+    ``X-Device-User-Agent`` and the JSON ``ip``/``user_agent`` are ignored, so a caller
+    cannot pose as other devices to dodge frequency caps or rate limits.
+    """
+    if trusted:
+        client_ip = ip or headers.get("x-device-ip") or peer
+        agent = user_agent or headers.get("x-device-user-agent") or headers.get("user-agent", "")
+    else:
+        client_ip, agent = peer, headers.get("user-agent", "")
     return client_ip[:64], agent[:512]
 
 
-def build_request(headers: Mapping[str, str], peer: str, fields: dict[str, Any]) -> AdRequest:
-    client_ip, agent = client_identity(headers, peer, fields.get("ip"), fields.get("user_agent"))
+def build_request(
+    headers: Mapping[str, str], peer: str, fields: dict[str, Any], *, trusted: bool = False
+) -> AdRequest:
+    client_ip, agent = client_identity(
+        headers, peer, fields.get("ip"), fields.get("user_agent"), trusted=trusted
+    )
     return AdRequest(
         slot_id=fields["slot"],
         listener=listener_key(fields.get("listener"), client_ip, agent),
@@ -158,5 +177,12 @@ async def decisions(
     """The same decision as ``GET /vast``, as JSON (for server-side ad insertion and apps)."""
     headers = request.headers
     fields = {**body.model_dump(), "slot": body.slot_id}
-    ad_request = build_request(headers, request.client.host if request.client else "", fields)
-    return services.ad_server.as_json(services.ad_server.decide(ad_request, body.pod()))
+    peer = request.client.host if request.client else ""
+    trusted = services.inserters.trusts(headers)
+    ad_request = build_request(headers, peer, fields, trusted=trusted)
+    decisions = await services.ad_server.decide_async(ad_request, body.pod())
+    # The clearing price is for the platform only, as in the (encrypted) tracking URLs.
+    admin_key = services.settings.admin_key
+    caller = bearer_key(request)
+    is_admin = bool(admin_key and caller and hmac.compare_digest(caller.encode(), admin_key.encode()))
+    return services.ad_server.as_json(decisions, include_price=is_admin)
