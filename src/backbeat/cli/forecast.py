@@ -162,3 +162,12 @@ def forecast(
             )
     if body.get("note"):
         click.echo(f"note: {body['note']}")
+
+
+def _register_backtest() -> None:
+    from backbeat.cli.backtest import backtest
+
+    forecast.add_command(backtest)
+
+
+_register_backtest()
