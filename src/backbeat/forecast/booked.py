@@ -117,7 +117,9 @@ def compute_booked(
     delivered: Mapping[int, int] | None = None,
     allocation_rows: int = 8000,
     seed: int = 0,
+    pool: np.ndarray | None = None,
 ) -> BookedAllocation:
+    """The booked allocation; the HWM subsample is drawn from ``pool`` rows (default: all)."""
     now = projection.now
     items = [
         item
@@ -137,8 +139,11 @@ def compute_booked(
     unit = projection.scale * full_window[None, :]  # (S, H) requests per sample weight
 
     # Pass 1: signatures of booked eligibility and the subsample's eligibility.
-    sub_count = min(n, allocation_rows)
-    sub_rows = np.sort(rng.choice(n, size=sub_count, replace=False)) if n else np.zeros(0, int)
+    pool = np.arange(n) if pool is None else np.asarray(pool, dtype=np.int64)
+    sub_count = min(pool.shape[0], allocation_rows)
+    sub_rows = (
+        np.sort(rng.choice(pool, size=sub_count, replace=False)) if sub_count else np.zeros(0, int)
+    )
     signature = np.zeros(n, dtype=np.uint64)
     keys = rng.integers(1, 2**63, size=m, dtype=np.int64).astype(np.uint64)
     sub_eligible: list[np.ndarray] = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backbeat.catalog.vocabulary import CAP_PERIOD_SECONDS
-from backbeat.forecast.sample import SupplySample
+from backbeat.forecast.rowset import RowSet
 
 
 @dataclass(frozen=True)
@@ -55,34 +55,37 @@ class ReachEstimate:
     listeners_found: int
 
 
-def distinct_listeners(sample: SupplySample, rows: np.ndarray) -> float:
+def distinct_listeners(rowset: RowSet, rows: np.ndarray) -> float:
     """Horvitz-Thompson distinct listeners among ``rows``."""
     if rows.size == 0:
         return 0.0
-    listeners = sample.table.listener[rows]
-    seen = np.zeros(len(sample.table.listeners), dtype=bool)
-    seen[listeners] = True
-    found = np.flatnonzero(seen)
-    keep = np.ones(len(sample.table.listeners))
-    keep[listeners] = sample.keep[rows]
-    return float((1.0 / keep[found]).sum())
+    keep = rowset.listener_keep
+    seen = np.bincount(rowset.listener[rows], minlength=keep.shape[0]) > 0
+    return float((seen / keep).sum())
 
 
-def estimate_reach(
-    sample: SupplySample,
-    matched_rows: np.ndarray,
-    *,
-    now: float,
-    window_seconds: float,
-    forecast_impressions: float,
-    delivered: float,
-    caps: Sequence[Cap] = (),
-) -> ReachEstimate:
-    """Reach and cap effect of delivering ``delivered`` of ``forecast_impressions`` matched."""
-    if matched_rows.size == 0 or forecast_impressions <= 0:
-        return ReachEstimate(0.0, 0.0, 1.0, 0)
-    ts = sample.table.ts[matched_rows]
-    span = max(now - sample.start, 3600.0)
+@dataclass(frozen=True)
+class ReachBasis:
+    """Per-listener counts of a draft's matched requests in the history slice read for it."""
+
+    rows: np.ndarray  # the slice's matched rows
+    inverse: np.ndarray  # per slice row: index into the arrays below
+    per_listener: np.ndarray  # requests per listener in the slice
+    keep: np.ndarray  # keep probability per listener
+    length: float  # slice length (seconds)
+    growth: float  # reach growth from the slice to the window (extrapolation)
+    window_seconds: float
+
+
+def reach_basis(
+    rowset: RowSet, matched_rows: np.ndarray, *, now: float, window_seconds: float
+) -> ReachBasis | None:
+    """The history slice a window of ``window_seconds`` reads, per listener."""
+    if matched_rows.size == 0:
+        return None
+    keep = rowset.listener_keep
+    ts = rowset.ts[matched_rows]
+    span = max(now - rowset.start, 3600.0)
     length = min(window_seconds, span)
     rows = matched_rows[ts >= now - length]
     if rows.size == 0:
@@ -92,48 +95,69 @@ def estimate_reach(
     kappa = 1.0
     if extend > 1.0:
         half = matched_rows[ts >= now - length / 2]
-        whole = distinct_listeners(sample, rows)
-        part = distinct_listeners(sample, half)
+        whole = distinct_listeners(rowset, rows)
+        part = distinct_listeners(rowset, half)
         if part > 0 and whole > part:
             kappa = float(np.clip(math.log(whole / part) / math.log(2.0), 0.0, 1.0))
-    listener = sample.table.listener[rows]
-    counts_per_row = 1.0 / sample.table.rate[rows]  # requests each row stands for
-    codes, inverse = np.unique(listener, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    per_listener = np.bincount(inverse, weights=counts_per_row)
-    p = sample.keep[rows][np.unique(inverse, return_index=True)[1]]
-    # The slice's volume against the forecast: the same listeners, more or fewer requests.
+    listener = rowset.listener[rows]
+    counts = np.bincount(listener, weights=1.0 / rowset.rate[rows], minlength=keep.shape[0])
+    found = np.flatnonzero(counts)
+    position = np.zeros(keep.shape[0], dtype=np.int64)
+    position[found] = np.arange(found.shape[0])
+    return ReachBasis(
+        rows=rows,
+        inverse=position[listener],
+        per_listener=counts[found],
+        keep=keep[found],
+        length=length,
+        growth=extend**kappa,
+        window_seconds=window_seconds,
+    )
+
+
+def estimate_reach(
+    rowset: RowSet,
+    basis: ReachBasis | None,
+    *,
+    forecast_impressions: float,
+    delivered: float | None,
+    caps: Sequence[Cap] = (),
+) -> ReachEstimate:
+    """Reach and cap effect of delivering ``delivered`` (None: all the usable) of
+    ``forecast_impressions`` matched requests."""
+    if basis is None or forecast_impressions <= 0:
+        return ReachEstimate(0.0, 0.0, 1.0, 0)
+    per_listener, p = basis.per_listener, basis.keep
     slice_volume = float((per_listener / p).sum())
-    reach_growth = extend**kappa
-    volume = forecast_impressions / (slice_volume * reach_growth) if slice_volume > 0 else 1.0
+    volume = forecast_impressions / (slice_volume * basis.growth) if slice_volume > 0 else 1.0
     frequency = per_listener * volume  # each listener's matched requests in the window
-    capped = frequency.copy()
+    capped = frequency
     for cap in caps:
-        if cap.window_seconds is None or cap.window_seconds >= window_seconds:
+        if cap.window_seconds is None or cap.window_seconds >= basis.window_seconds:
             capped = np.minimum(capped, cap.count)
-        else:
-            buckets = np.floor_divide(sample.table.ts[rows], cap.window_seconds).astype(np.int64)
-            pair, pair_inverse = np.unique(
-                inverse.astype(np.int64) * (1 << 40) + (buckets - buckets.min()),
-                return_inverse=True,
-            )
-            pair_inverse = pair_inverse.reshape(-1)
-            per_pair = np.bincount(pair_inverse, weights=counts_per_row) * volume
-            owner = (pair >> 40).astype(np.int64)
-            usable = np.bincount(
-                owner, weights=np.minimum(per_pair, cap.count), minlength=codes.size
-            )
-            capped = np.minimum(capped, usable * (window_seconds / length) / extend)
+            continue
+        rows = basis.rows
+        buckets = np.floor_divide(rowset.ts[rows], cap.window_seconds).astype(np.int64)
+        pair, pair_inverse = np.unique(
+            basis.inverse * (1 << 40) + (buckets - buckets.min()), return_inverse=True
+        )
+        per_pair = np.bincount(pair_inverse.reshape(-1), weights=1.0 / rowset.rate[rows])
+        owner = (pair >> 40).astype(np.int64)
+        usable = np.bincount(
+            owner, weights=np.minimum(per_pair * volume, cap.count), minlength=p.shape[0]
+        )
+        capped = np.minimum(capped, usable)
     total = float((frequency / p).sum())
     usable_total = float((capped / p).sum())
-    cap_factor = usable_total / total if total > 0 else 1.0
+    cap_factor = min(usable_total / total, 1.0) if total > 0 else 1.0
+    if delivered is None:
+        delivered = usable_total
     share = min(max(delivered / usable_total, 0.0), 1.0) if usable_total > 0 else 0.0
-    reached = (
-        1.0 - np.power(1.0 - share, np.maximum(capped, 0.0))
-        if share < 1.0
-        else ((capped > 0).astype(np.float64))
-    )
-    reach = float((reached / p).sum()) * reach_growth
-    variance = float((reached**2 * (1.0 - p) / p**2).sum()) * reach_growth**2
+    if share >= 1.0:
+        reached = (capped > 0).astype(np.float64)
+    else:
+        reached = -np.expm1(np.log1p(-share) * np.maximum(capped, 0.0))
+    reach = float((reached / p).sum()) * basis.growth
+    variance = float((reached**2 * (1.0 - p) / p**2).sum()) * basis.growth**2
     relative = math.sqrt(variance) / reach if reach > 0 else 0.0
-    return ReachEstimate(reach, relative, min(cap_factor, 1.0), int(codes.size))
+    return ReachEstimate(reach, relative, cap_factor, int(p.shape[0]))

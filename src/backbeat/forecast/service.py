@@ -35,13 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from backbeat.catalog.vocabulary import Tier
+from backbeat.catalog.vocabulary import TIER_RANK, Tier
 from backbeat.errors import BackbeatError, InvalidInput
 from backbeat.forecast.booked import BookedAllocation, compute_booked
 from backbeat.forecast.history import OpportunityTable, read_history
 from backbeat.forecast.projection import Projection, project
 from backbeat.forecast.rates import RateModel, fit_rates
-from backbeat.forecast.reach import caps_from, estimate_reach
+from backbeat.forecast.reach import caps_from, estimate_reach, reach_basis
+from backbeat.forecast.rowset import (
+    CLICKS,
+    CONVERSIONS,
+    MEASURED_CLICKS,
+    MEASURED_CONVERSIONS,
+    RowSet,
+    make_rowset,
+)
+from backbeat.forecast.rowset import bulk_rows as choose_bulk_rows
 from backbeat.forecast.sample import HOUR, WEEK_HOURS, SupplySample, draw_sample
 from backbeat.forecast.supply import Z80, SupplyForecast, forecast_supply, hourly_history
 from backbeat.observability import log
@@ -165,12 +174,12 @@ class Forecaster:
     build_seconds: float = 0.0
     interval_scale: float = 1.0
     note: str | None = None
-    _weighted_clicks: np.ndarray = field(init=False, repr=False)
-    _weighted_conversions: np.ndarray = field(init=False, repr=False)
+    rows: RowSet | None = None
+    bulk_rows: RowSet | None = None
 
-    def __post_init__(self) -> None:
-        self._weighted_clicks = self.sample.weight * self.clicks.rate
-        self._weighted_conversions = self.sample.weight * self.conversions.rate
+    @property
+    def _cells(self) -> int:
+        return int(self.projection.scale.shape[0]) * WEEK_HOURS
 
     # -- building -------------------------------------------------------------------------
 
@@ -211,6 +220,7 @@ class Forecaster:
         supply_model: str = "auto",
         horizon_weeks: int = 13,
         allocation_rows: int = 8000,
+        bulk_rows: int = 100_000,
         delivered: Mapping[int, int] | None = None,
         interval_scale: float = 1.0,
         started: float | None = None,
@@ -235,6 +245,7 @@ class Forecaster:
             model=supply_model,
         )
         projection = project(sample, supply, now=now)
+        pool, thinning = choose_bulk_rows(sample, bulk_rows)
         booked = compute_booked(
             sample,
             projection,
@@ -242,9 +253,17 @@ class Forecaster:
             delivered=delivered,
             allocation_rows=allocation_rows,
             seed=seed,
+            pool=pool,
         )
         clicks = fit_rates(table, sample.table, "click")
         conversions = fit_rates(table, sample.table, "conversion")
+        rates = {"click_rate": clicks.rate, "conversion_rate": conversions.rate}
+        full = make_rowset(sample, booked, None, **rates)
+        bulk = (
+            full
+            if thinning >= 1.0
+            else make_rowset(sample, booked, pool, thinning=thinning, **rates)
+        )
         sample.source_stratum = np.zeros(0, dtype=np.int32)  # only the build needed it
         note = None
         if sample.size == 0:
@@ -262,6 +281,8 @@ class Forecaster:
             line_items={item.id: item for item in line_items},
             interval_scale=interval_scale,
             note=note,
+            rows=full,
+            bulk_rows=bulk,
         )
         forecaster.build_seconds = time.perf_counter() - started
         log.info(
@@ -277,12 +298,6 @@ class Forecaster:
         return forecaster
 
     # -- answering --------------------------------------------------------------------------
-
-    def _mask(self, query: ForecastQuery) -> np.ndarray:
-        mask = self.sample.matcher.match(query.targeting or {})
-        if query.slots:
-            mask = mask & self.sample.matcher.leaf("slots", frozenset(query.slots))
-        return mask
 
     def _window(self, query: ForecastQuery) -> np.ndarray:
         start, end = _epoch(query.start_at), _epoch(query.end_at)
@@ -300,87 +315,117 @@ class Forecaster:
             )
         return self.projection.window(start, end)
 
-    def _project(
-        self,
-        atom_ids: np.ndarray,
-        weights: np.ndarray,
-        fractions: np.ndarray,
-        tier: str,
-        *,
-        labels: np.ndarray | None = None,
-        label_count: int = 0,
-        hourly: bool = False,
-    ) -> dict[str, Any]:
-        """Sums of matched/possible/available supply over the window for weighted atoms."""
-        atoms = self.booked.atoms
-        projection = self.projection
-        stratum = atoms.stratum[atom_ids]
-        first = projection.hfirst[atoms.how[atom_ids]]
-        scale = projection.scale * fractions[None, :]
-        sigma = projection.sigma * fractions[None, :]
-        possible_level = self.booked.level_for(tier)
-        available_level = self.booked.available_level
-        strata = len(self.sample.strata)
-        out: dict[str, Any] = {
-            "matched": 0.0,
-            "possible": 0.0,
-            "available": 0.0,
-            "sigma": np.zeros(strata),
-        }
-        if labels is not None:
-            out["by_label"] = np.zeros((2, label_count))
-        if hourly:
-            out["by_hour"] = np.zeros((2, projection.hours))
-        for week in projection.week_span(fractions):
-            hours = first + week * WEEK_HOURS
-            supply = weights * scale[stratum, hours]
-            if not supply.any():
-                continue
-            out["matched"] += float(supply.sum())
-            out["sigma"] += np.bincount(
-                stratum, weights=weights * sigma[stratum, hours], minlength=strata
-            )
-            possible = supply if possible_level is None else supply * possible_level[week, atom_ids]
-            available = supply * available_level[week, atom_ids]
-            out["possible"] += float(possible.sum())
-            out["available"] += float(available.sum())
-            if labels is not None:
-                out["by_label"][0] += np.bincount(labels, weights=supply, minlength=label_count)
-                out["by_label"][1] += np.bincount(labels, weights=available, minlength=label_count)
-            if hourly:
-                out["by_hour"][0] += np.bincount(hours, weights=supply, minlength=projection.hours)
-                out["by_hour"][1] += np.bincount(
-                    hours, weights=available, minlength=projection.hours
-                )
-        return out
-
-    def _sampling_error(self, rows: np.ndarray) -> float:
-        """Relative standard error of a weighted sum over ``rows`` (listener clusters)."""
-        if rows.size == 0:
-            return 0.0
-        sample = self.sample
-        weight = sample.weight[rows]
-        total = float(weight.sum())
-        if total <= 0:
-            return 0.0
-        listener = sample.table.listener[rows]
-        per_listener = np.bincount(listener, weights=weight)
-        keep = np.ones(per_listener.shape[0])
-        keep[listener] = sample.keep[rows]
-        between = float((per_listener**2 * (1.0 - keep)).sum())
-        rate = sample.table.rate[rows]
-        within = float((weight**2 * (1.0 - rate)).sum())
-        return math.sqrt(between + within) / total
-
-    def forecast(self, query: ForecastQuery, *, advertiser_id: int | None = None) -> ForecastResult:
-        """The forecast of one draft; ``advertiser_id`` set: contention as a total only."""
+    def check(self, query: ForecastQuery) -> np.ndarray:
+        """Refuse a draft this forecaster cannot answer (``InvalidInput``); its hour fractions."""
         for key in query.group_by:
             if key not in GROUP_BY_KEYS:
                 raise InvalidInput(
                     f"cannot group by {key!r}; allowed: {', '.join(GROUP_BY_KEYS)}",
                     reason="invalid-group-by",
                 )
-        fractions = self._window(query)
+        return self._window(query)
+
+    def _cell_factors(self, fractions: np.ndarray) -> tuple[range, np.ndarray, np.ndarray]:
+        """Per window week: requests per unit of sample weight for each cell, and its sigma.
+
+        Future hour ``h`` of week ``j`` holds hour of week ``(how0 + h) mod 168``; the
+        (S, H) projection is reshaped to (weeks, S*168) indexed by cell.
+        """
+        projection = self.projection
+        weeks = projection.week_span(fractions)
+        strata = self.projection.scale.shape[0]
+        how0 = int((projection.hfirst == 0).nonzero()[0][0]) if projection.hours else 0
+        order = (np.arange(WEEK_HOURS) - how0) % WEEK_HOURS  # cell hour -> hour within week
+        shape = (strata, projection.weeks, WEEK_HOURS)
+        scale = (projection.scale * fractions[None, :]).reshape(shape)[:, :, order]
+        sigma = (projection.sigma * fractions[None, :]).reshape(shape)[:, :, order]
+        pick = slice(weeks.start, weeks.stop)
+        factors = scale[:, pick, :].transpose(1, 0, 2).reshape(len(weeks), -1)
+        sigmas = sigma[:, pick, :].transpose(1, 0, 2).reshape(len(weeks), -1)
+        return weeks, factors, sigmas
+
+    def _level(self, tier: str) -> int | None:
+        """Tier rank of the remaining supply a draft of ``tier`` may take as ``possible``."""
+        rank = TIER_RANK.get(tier, TIER_RANK[Tier.NON_GUARANTEED])
+        if rank <= TIER_RANK[Tier.SPONSORSHIP]:
+            return None
+        if rank == TIER_RANK[Tier.GUARANTEED]:
+            return TIER_RANK[Tier.SPONSORSHIP]
+        return TIER_RANK[Tier.GUARANTEED]
+
+    def _sums(
+        self,
+        rowset: RowSet,
+        rows: np.ndarray,
+        cells: np.ndarray,
+        weeks: range,
+        factors: np.ndarray,
+        level: int | None,
+        *,
+        labels: np.ndarray | None = None,
+        label_count: int = 1,
+    ) -> dict[str, np.ndarray]:
+        """Matched / possible / available per label (and matched weight per cell)."""
+        count = self._cells * label_count
+        key = cells if labels is None else cells.astype(np.int64) * label_count + labels
+        weight = np.bincount(key, weights=rowset.weight[rows], minlength=count)
+        flat_factors = factors if labels is None else np.repeat(factors, label_count, axis=1)
+        matched = (flat_factors @ weight.reshape(-1)) if len(weeks) else np.zeros(0)
+        out = {"cell_weight": weight}
+        available_rank = TIER_RANK[Tier.GUARANTEED]
+        totals = {"possible": 0.0, "available": 0.0}
+        per_label = {"matched": np.zeros(label_count), "available": np.zeros(label_count)}
+        per_label["matched"] = (
+            (flat_factors * weight[None, :]).sum(axis=0).reshape(-1, label_count).sum(axis=0)
+            if len(weeks)
+            else np.zeros(label_count)
+        )
+        available_label = np.zeros(label_count)
+        possible_total = 0.0
+        for index, week in enumerate(weeks):
+            left = np.bincount(
+                key, weights=rowset.remaining[available_rank][week, rows], minlength=count
+            )
+            contribution = flat_factors[index] * left
+            totals["available"] += float(contribution.sum())
+            available_label += contribution.reshape(-1, label_count).sum(axis=0)
+            if level is None:
+                possible_total += float(matched[index])
+            elif level == available_rank:
+                possible_total += float(contribution.sum())
+            else:
+                left = np.bincount(
+                    key, weights=rowset.remaining[level][week, rows], minlength=count
+                )
+                possible_total += float((flat_factors[index] * left).sum())
+        out["matched"] = np.array([float(matched.sum())])
+        out["possible"] = np.array([possible_total])
+        out["available"] = np.array([totals["available"]])
+        out["matched_by_label"] = per_label["matched"]
+        out["available_by_label"] = available_label
+        return out
+
+    def _sampling_error(self, rowset: RowSet, rows: np.ndarray, listener: np.ndarray) -> float:
+        """Relative standard error of a weighted sum over ``rows`` (listener clusters)."""
+        weight = rowset.weight[rows]
+        total = float(weight.sum())
+        if total <= 0:
+            return 0.0
+        keep = rowset.listener_keep
+        per_listener = np.bincount(listener, weights=weight, minlength=keep.shape[0])
+        between = float(np.dot(per_listener * per_listener, 1.0 - keep))
+        within = float(np.dot(weight * weight, 1.0 - rowset.rate[rows]))
+        return math.sqrt(between + within) / total
+
+    def forecast(
+        self, query: ForecastQuery, *, advertiser_id: int | None = None, bulk: bool = False
+    ) -> ForecastResult:
+        """The forecast of one draft; ``advertiser_id`` set: contention as a total only.
+
+        ``bulk`` answers from the listener-hash subsample (``bulk_rows``): faster, wider
+        intervals (its sampling error is larger and counted).
+        """
+        fractions = self.check(query)
         window_seconds = float(fractions.sum()) * HOUR
         if self.sample.size == 0:
             return ForecastResult(
@@ -394,67 +439,56 @@ class Forecaster:
                 note=self.note,
                 breakdown={key: [] for key in query.group_by},
             )
-        mask = self._mask(query)
+        rowset = self.bulk_rows if bulk else self.rows
+        mask = rowset.matcher.match(query.targeting or {})
+        if query.slots:
+            mask = mask & rowset.matcher.leaf("slots", frozenset(query.slots))
         rows = np.flatnonzero(mask)
-        atoms = self.booked.atoms
-        weights = np.bincount(
-            atoms.of_row[rows], weights=self.sample.weight[rows], minlength=atoms.count
+        cells = rowset.cell[rows]
+        weeks, factors, sigmas = self._cell_factors(fractions)
+        level = self._level(query.tier)
+        sums = self._sums(rowset, rows, cells, weeks, factors, level)
+        matched = float(sums["matched"][0])
+        cell_weight = sums["cell_weight"]
+        strata = self.projection.scale.shape[0]
+        sigma_by_stratum = (
+            (sigmas * cell_weight[None, :]).sum(axis=0).reshape(strata, WEEK_HOURS).sum(axis=1)
+            if len(weeks)
+            else np.zeros(strata)
         )
-        atom_ids = np.flatnonzero(weights)
-        hourly = any(key in ("day", "hour") for key in query.group_by)
-        sums = self._project(atom_ids, weights[atom_ids], fractions, query.tier, hourly=hourly)
-        matched = sums["matched"]
-        model_error = math.sqrt(float((sums["sigma"] ** 2).sum())) / matched if matched > 0 else 0.0
-        sampling_error = self._sampling_error(rows)
+        model_error = (
+            math.sqrt(float((sigma_by_stratum**2).sum())) / matched if matched > 0 else 0.0
+        )
+        listener = rowset.listener[rows]
+        sampling_error = self._sampling_error(rowset, rows, listener)
         relative = math.hypot(model_error, sampling_error) * self.interval_scale
 
         caps = caps_from(list(query.frequency_caps or ()))
-        # Reach of the draft's delivery: first the cap factor, then the delivery share.
-        probe = estimate_reach(
-            self.sample,
-            rows,
-            now=self.now,
-            window_seconds=window_seconds,
-            forecast_impressions=matched,
-            delivered=matched,
-            caps=caps,
-        )
-        cap_factor = probe.cap_factor
-        possible = sums["possible"] * cap_factor
-        available = sums["available"] * cap_factor
+        basis = reach_basis(rowset, rows, now=self.now, window_seconds=window_seconds)
+        cap_factor = 1.0
+        if caps:
+            cap_factor = estimate_reach(
+                rowset, basis, forecast_impressions=matched, delivered=None, caps=caps
+            ).cap_factor
+        possible = float(sums["possible"][0]) * cap_factor
+        available = float(sums["available"][0]) * cap_factor
         delivered = available
         if query.goal_impressions:
             delivered = min(float(query.goal_impressions), available)
         reach = estimate_reach(
-            self.sample,
-            rows,
-            now=self.now,
-            window_seconds=window_seconds,
-            forecast_impressions=matched,
-            delivered=delivered,
-            caps=caps,
+            rowset, basis, forecast_impressions=matched, delivered=delivered, caps=caps
         )
         reach_error = math.hypot(model_error, reach.relative_error) * self.interval_scale
         frequency = delivered / reach.reach if reach.reach > 0 else 0.0
 
-        weight_sum = float(self.sample.weight[rows].sum())
-        click_rate = float(self._weighted_clicks[rows].sum()) / weight_sum if weight_sum else 0.0
-        conversion_rate = (
-            float(self._weighted_conversions[rows].sum()) / weight_sum if weight_sum else 0.0
+        figures = rowset.figures[rows].sum(axis=0) if rows.size else np.zeros(4)
+        weight_sum = float(cell_weight.sum())
+        click_rate = figures[CLICKS] / weight_sum if weight_sum else 0.0
+        conversion_rate = figures[CONVERSIONS] / weight_sum if weight_sum else 0.0
+        click_error = math.hypot(relative, 1.0 / math.sqrt(figures[MEASURED_CLICKS] + 1.0))
+        conversion_error = math.hypot(
+            relative, 1.0 / math.sqrt(figures[MEASURED_CONVERSIONS] + 1.0)
         )
-        measured_clicks = (
-            float(self.sample.table.outcomes.get("click", np.zeros(0))[rows].sum())
-            if ("click" in self.sample.table.outcomes)
-            else 0.0
-        )
-        measured_conversions = (
-            float(self.sample.table.outcomes["conversion"][rows].sum())
-            if "conversion" in self.sample.table.outcomes
-            else 0.0
-        )
-        click_error = math.hypot(relative, 1.0 / math.sqrt(measured_clicks + 1.0))
-        conversion_error = math.hypot(relative, 1.0 / math.sqrt(measured_conversions + 1.0))
-
         result = ForecastResult(
             matched=Estimate.around(matched, relative),
             possible=Estimate.around(possible, relative),
@@ -463,30 +497,36 @@ class Forecaster:
             average_frequency=Estimate.around(frequency, relative * 0.5),
             clicks=Estimate.around(delivered * click_rate, click_error),
             conversions=Estimate.around(delivered * conversion_rate, conversion_error),
-            contending=self._contending(mask, fractions, advertiser_id),
+            contending=self._contending(rowset, mask, fractions, advertiser_id),
             note=self.note,
             delivered=delivered,
         )
         if query.group_by:
-            result.breakdown = self._breakdown(query, rows, fractions, sums, cap_factor)
+            result.breakdown = self._breakdown(
+                query, rowset, rows, cells, weeks, factors, level, cap_factor, fractions
+            )
         return result
 
     def forecast_many(
-        self, queries: Sequence[ForecastQuery], *, advertiser_id: int | None = None
+        self,
+        queries: Sequence[ForecastQuery],
+        *,
+        advertiser_id: int | None = None,
+        bulk: bool = True,
     ) -> list[ForecastResult]:
-        return [self.forecast(query, advertiser_id=advertiser_id) for query in queries]
+        """Many drafts, from the bulk subsample unless ``bulk=False``."""
+        return [self.forecast(query, advertiser_id=advertiser_id, bulk=bulk) for query in queries]
 
     # -- contention and breakdowns ----------------------------------------------------------
 
     def _contending(
-        self, mask: np.ndarray, fractions: np.ndarray, advertiser_id: int | None
+        self, rowset: RowSet, mask: np.ndarray, fractions: np.ndarray, advertiser_id: int | None
     ) -> list[tuple[int | None, float]]:
         booked = self.booked
-        if booked.taken is None or not booked.items:
+        if booked.taken is None or not booked.items or rowset.booked_rows.size == 0:
             return []
-        sub = mask[booked.sub_rows].astype(np.float64)
-        weeks = self.projection.weeks
-        node_weight = np.tile(sub, weeks) * fractions[booked.sub_nodes_hour]
+        sub = mask[rowset.booked_rows].astype(np.float64)
+        node_weight = np.tile(sub, self.projection.weeks) * fractions[booked.sub_nodes_hour]
         taken = booked.taken @ node_weight
         if advertiser_id is not None:
             total = float(taken.sum())
@@ -500,81 +540,111 @@ class Forecaster:
     def _breakdown(
         self,
         query: ForecastQuery,
+        rowset: RowSet,
         rows: np.ndarray,
-        fractions: np.ndarray,
-        sums: dict[str, Any],
+        cells: np.ndarray,
+        weeks: range,
+        factors: np.ndarray,
+        level: int | None,
         cap_factor: float,
+        fractions: np.ndarray,
     ) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
-        table = self.sample.table
-        atoms = self.booked.atoms
+        table = rowset.table
         for key in query.group_by:
             if key in ("day", "hour"):
-                matched_h, available_h = sums["by_hour"]
-                hours = self.projection.hour0 + np.arange(self.projection.hours)
-                if key == "day":
-                    labels = (hours * HOUR) // DAY
-                    names = [
-                        datetime.fromtimestamp(int(day) * DAY, UTC).date().isoformat()
-                        for day in range(int(labels.min()), int(labels.max()) + 1)
-                    ]
-                    labels = labels - labels.min()
-                else:
-                    labels = hours % 24
-                    names = [f"{hour:02d}" for hour in range(24)]
-                m = np.bincount(labels, weights=matched_h, minlength=len(names))
-                a = np.bincount(labels, weights=available_h, minlength=len(names)) * cap_factor
-                out[key] = [
-                    {
-                        "key": names[i],
-                        "matched": round(float(m[i]), 3),
-                        "available": round(float(a[i]), 3),
-                    }
-                    for i in np.flatnonzero(m > 0)
-                ]
+                out[key] = self._by_time(key, rowset, rows, cells, fractions, cap_factor)
                 continue
             if key == "segments":
                 lengths = np.diff(table.segment_ptr)[rows]
-                starts = table.segment_ptr[rows]
                 entry_rows = np.repeat(rows, lengths)
                 offsets = np.arange(int(lengths.sum())) - np.repeat(
                     np.cumsum(lengths) - lengths, lengths
                 )
-                codes = table.segment_codes[np.repeat(starts, lengths) + offsets].astype(np.int64)
+                starts = np.repeat(table.segment_ptr[rows], lengths)
+                codes = table.segment_codes[starts + offsets].astype(np.int64)
                 names = [str(value) for value in table.segment_vocab.values]
             else:
                 entry_rows = rows
-                codes = table.single[key][rows].astype(np.int64)
                 vocab = table.vocab[key]
-                names = [str(value) for value in vocab.values] + ["unknown"]
+                codes = table.single[key][rows].astype(np.int64)
                 codes = np.where(codes < 0, len(vocab.values), codes)
-            count = len(names)
-            if entry_rows.size == 0 or count == 0:
+                names = [str(value) for value in vocab.values] + ["unknown"]
+            if entry_rows.size == 0 or not names:
                 out[key] = []
                 continue
-            pair = atoms.of_row[entry_rows].astype(np.int64) * count + codes
-            unique, inverse = np.unique(pair, return_inverse=True)
-            pair_weight = np.bincount(inverse.reshape(-1), weights=self.sample.weight[entry_rows])
-            projected = self._project(
-                (unique // count).astype(np.int64),
-                pair_weight,
-                fractions,
-                query.tier,
-                labels=(unique % count).astype(np.int64),
-                label_count=count,
+            sums = self._sums(
+                rowset,
+                entry_rows,
+                rowset.cell[entry_rows],
+                weeks,
+                factors,
+                level,
+                labels=codes,
+                label_count=len(names),
             )
-            m, a = projected["by_label"]
-            order = np.argsort(-m, kind="stable")
+            matched, available = sums["matched_by_label"], sums["available_by_label"]
+            order = np.argsort(-matched, kind="stable")
             out[key] = [
                 {
                     "key": names[i],
-                    "matched": round(float(m[i]), 3),
-                    "available": round(float(a[i] * cap_factor), 3),
+                    "matched": round(float(matched[i]), 3),
+                    "available": round(float(available[i] * cap_factor), 3),
                 }
                 for i in order
-                if m[i] > 0
+                if matched[i] > 0
             ]
         return out
+
+    def _by_time(
+        self,
+        key: str,
+        rowset: RowSet,
+        rows: np.ndarray,
+        cells: np.ndarray,
+        fractions: np.ndarray,
+        cap_factor: float,
+    ) -> list[dict[str, Any]]:
+        """Per UTC day (``2026-12-01``) or hour of day (``00``..``23``) of the flight."""
+        projection = self.projection
+        strata = projection.scale.shape[0]
+        count = self._cells
+        weight = np.bincount(cells, weights=rowset.weight[rows], minlength=count).reshape(
+            strata, WEEK_HOURS
+        )
+        hours = projection.hour0 + np.arange(projection.hours)
+        hour_how = (np.arange(projection.hours) + int(np.argmin(projection.hfirst))) % WEEK_HOURS
+        scale = projection.scale * fractions[None, :]
+        matched_h = (scale * weight[:, hour_how]).sum(axis=0)
+        available_h = np.zeros(projection.hours)
+        rank = TIER_RANK[Tier.GUARANTEED]
+        for week in projection.week_span(fractions):
+            left = np.bincount(
+                cells, weights=rowset.remaining[rank][week, rows], minlength=count
+            ).reshape(strata, WEEK_HOURS)
+            span = slice(week * WEEK_HOURS, (week + 1) * WEEK_HOURS)
+            available_h[span] = (scale[:, span] * left[:, hour_how[span]]).sum(axis=0)
+        if key == "day":
+            labels = (hours * HOUR) // DAY
+            first = int(labels.min())
+            labels = labels - first
+            names = [
+                datetime.fromtimestamp((first + day) * DAY, UTC).date().isoformat()
+                for day in range(int(labels.max()) + 1)
+            ]
+        else:
+            labels = hours % 24
+            names = [f"{hour:02d}" for hour in range(24)]
+        matched = np.bincount(labels, weights=matched_h, minlength=len(names))
+        available = np.bincount(labels, weights=available_h, minlength=len(names)) * cap_factor
+        return [
+            {
+                "key": names[i],
+                "matched": round(float(matched[i]), 3),
+                "available": round(float(available[i]), 3),
+            }
+            for i in np.flatnonzero(matched > 0)
+        ]
 
     def with_interval_scale(self, scale: float) -> Forecaster:
         """The same forecaster with another interval calibration (for the backtest)."""

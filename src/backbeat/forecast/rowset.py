@@ -1,0 +1,107 @@
+"""The per-request arrays a forecast reads, laid out for few passes over the matched rows.
+
+A forecast touches each matched row a handful of times: its cell (stratum x hour of week)
+for the supply projection, its weight times the booked allocation's remaining share per
+future week (``weighted_remaining``, precomputed), its listener for reach and sampling
+error, and a small matrix of per-row figures (click and conversion expectations and
+measured outcomes) summed in one gather. A ``RowSet`` is either the whole sample or a
+listener-hash subsample of it (the bulk path): same arrays, fewer rows, weights scaled up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from backbeat.forecast.booked import BookedAllocation
+from backbeat.forecast.history import OpportunityTable
+from backbeat.forecast.matching import Matcher
+from backbeat.forecast.sample import WEEK_HOURS, SupplySample, listener_hashes, unit_interval
+
+# Columns of ``RowSet.figures``.
+CLICKS, CONVERSIONS, MEASURED_CLICKS, MEASURED_CONVERSIONS = range(4)
+
+
+@dataclass
+class RowSet:
+    table: OpportunityTable
+    matcher: Matcher
+    weight: np.ndarray  # float64 requests per row
+    cell: np.ndarray  # int32 stratum * 168 + hour of week
+    listener: np.ndarray  # int32 listener code
+    listener_keep: np.ndarray  # float64 keep probability per listener code
+    ts: np.ndarray
+    rate: np.ndarray  # decision-log sampling rate per row
+    figures: np.ndarray  # (n, 4) float64, see the column constants
+    remaining: dict[int, np.ndarray]  # tier rank -> (weeks, n) float32 weight x share left
+    booked_rows: np.ndarray  # positions of the allocation subsample's rows in this set
+    start: float  # first request of the history
+
+    @property
+    def size(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def make_rowset(
+    sample: SupplySample,
+    booked: BookedAllocation,
+    rows: np.ndarray | None,
+    *,
+    click_rate: np.ndarray,
+    conversion_rate: np.ndarray,
+    thinning: float = 1.0,
+) -> RowSet:
+    """The arrays of ``rows`` of the sample (None: all), weights divided by ``thinning``."""
+    table = sample.table if rows is None else sample.table.take(rows)
+    pick = slice(None) if rows is None else rows
+    weight = sample.weight[pick] / thinning
+    keep = sample.keep[pick] * thinning
+    listener = table.listener
+    listener_keep = np.ones(len(table.listeners))
+    listener_keep[listener] = keep
+    outcomes = table.outcomes
+    n = table.size
+    figures = np.zeros((n, 4))
+    figures[:, CLICKS] = weight * click_rate[pick]
+    figures[:, CONVERSIONS] = weight * conversion_rate[pick]
+    if "click" in outcomes:
+        figures[:, MEASURED_CLICKS] = outcomes["click"] & outcomes.get("impression", True)
+    if "conversion" in outcomes:
+        figures[:, MEASURED_CONVERSIONS] = outcomes["conversion"] & outcomes.get("impression", True)
+    atom = booked.atoms.of_row[pick]
+    remaining = {
+        rank: np.ascontiguousarray(share[:, atom] * weight[None, :].astype(np.float32))
+        for rank, share in booked.remaining.items()
+    }
+    if rows is None:
+        positions = booked.sub_rows
+    else:
+        positions = np.searchsorted(rows, booked.sub_rows)
+        positions = np.minimum(positions, max(n - 1, 0))
+    return RowSet(
+        table=table,
+        matcher=sample.matcher if rows is None else Matcher(table),
+        weight=weight,
+        cell=(sample.stratum[pick].astype(np.int32) * WEEK_HOURS + sample.how[pick]).astype(
+            np.int32
+        ),
+        listener=listener,
+        listener_keep=listener_keep,
+        ts=table.ts,
+        rate=table.rate,
+        figures=figures,
+        remaining=remaining,
+        booked_rows=positions,
+        start=sample.start,
+    )
+
+
+def bulk_rows(sample: SupplySample, target: int, *, salt: int = 0x5EED) -> tuple[np.ndarray, float]:
+    """A listener-hash subsample of about ``target`` rows and its keep share."""
+    if sample.size <= target:
+        return np.arange(sample.size), 1.0
+    share = target / sample.size
+    hashes = listener_hashes([f"{salt}:{key}" for key in sample.table.listeners])
+    kept = unit_interval(hashes) < share
+    return np.flatnonzero(kept[sample.table.listener]), share
