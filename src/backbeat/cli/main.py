@@ -81,22 +81,39 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
 
 
 @cli.command()
+@click.option(
+    "--full", is_flag=True, help="Forget every count and recount the whole log (one transaction)."
+)
+@click.option(
+    "--accept-damage",
+    is_flag=True,
+    help="Count past damage found in the middle of a segment, recording it (see README).",
+)
+@click.option(
+    "--batch-records",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Records per committed batch.",
+)
+@click.option(
+    "--from-kafka",
+    is_flag=True,
+    help="Count from BACKBEAT_KAFKA_TOPIC instead of the local event log, until caught up.",
+)
 @click.pass_obj
-def report(settings: Settings) -> None:
-    """Count the event log into hourly delivery rows (idempotent: re-runs replace, never add)."""
-    from backbeat.db import ensure_migrated, make_engine, make_session_factory, session_scope
-    from backbeat.db import migrate as run_migrations
-    from backbeat.reporting.service import run_delivery_report
+def report(
+    settings: Settings, full: bool, accept_damage: bool, batch_records: int, from_kafka: bool
+) -> None:
+    """Count what is new in the event log into hourly delivery rows (exactly once; idempotent)."""
+    from backbeat.cli.measure import run_report
 
-    if settings.is_embedded_database:
-        run_migrations(settings.resolved_database_url)
-    engine = make_engine(settings.resolved_database_url)
-    ensure_migrated(engine)
-    with session_scope(make_session_factory(engine)) as session:
-        result = run_delivery_report(session=session, event_log_dir=settings.resolved_event_log_dir)
-    click.echo(
-        f"read {result.events_read} events, wrote {result.rows_written} hourly rows "
-        f"({result.duplicates} duplicates ignored, {result.rejected} rejected, {result.torn_tails} torn tails skipped)"
+    run_report(
+        settings,
+        full=full,
+        accept_damage=accept_damage,
+        batch_records=batch_records,
+        from_kafka=from_kafka,
     )
 
 

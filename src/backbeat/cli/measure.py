@@ -151,3 +151,57 @@ def ads(logs: tuple[str, ...], runner: str | None, **fields: Any) -> None:
 
 
 COMMANDS: list[click.Command] = [measure, classify_ua]
+
+
+def run_report(
+    settings: Any, *, full: bool, accept_damage: bool, batch_records: int, from_kafka: bool
+) -> None:
+    """``backbeat report``: count new delivery events, committing each batch with its position."""
+    from backbeat.db import ensure_migrated, make_engine, make_session_factory, session_scope
+    from backbeat.db import migrate as run_migrations
+    from backbeat.reporting.counting import CountingPolicy
+
+    if settings.is_embedded_database:
+        run_migrations(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    ensure_migrated(engine)
+    policy = CountingPolicy(ttl_seconds=settings.tracking_ttl_seconds)
+    factory = make_session_factory(engine)
+    if from_kafka:
+        from backbeat.reporting.kafka_counting import count_from_kafka, kafka_source
+
+        with session_scope(factory) as session:
+            run = count_from_kafka(
+                session=session,
+                source=kafka_source(settings),
+                policy=policy,
+                full=full,
+                batch_records=batch_records,
+                commit=None if full else session.commit,
+            )
+        click.echo(
+            f"read {run.totals.events_read} events from Kafka ({run.new_records} new), "
+            f"{run.totals.rows_written} hourly rows ({run.totals.duplicates} duplicates ignored, "
+            f"{run.totals.rejected} rejected, {run.bad_records} bad records set aside)"
+        )
+        return
+    from backbeat.reporting.service import count_event_log
+
+    with session_scope(factory) as session:
+        run = count_event_log(
+            session=session,
+            event_log_dir=settings.resolved_event_log_dir,
+            policy=policy,
+            full=full,
+            accept_damage=accept_damage,
+            batch_records=batch_records,
+            # A full recount is one transaction, so readers never see it half done.
+            commit=None if full else session.commit,
+        )
+    totals = run.totals
+    click.echo(
+        f"read {totals.events_read} events ({run.new_records} new), wrote "
+        f"{totals.rows_written} hourly rows ({totals.duplicates} duplicates ignored, "
+        f"{totals.rejected} rejected, {run.bad_records} bad records set aside, "
+        f"{totals.torn_tails} torn tails skipped, {run.damaged_bytes} damaged bytes accepted)"
+    )

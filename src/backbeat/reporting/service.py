@@ -1,4 +1,4 @@
-"""Writing counted delivery to report tables and reading it back by hour or day."""
+"""Counting the event log into report tables incrementally, and reading them by hour or day."""
 
 from __future__ import annotations
 
@@ -6,16 +6,30 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backbeat.catalog.models import LineItem
-from backbeat.eventlog import EventLogReader
-from backbeat.events import Event
-from backbeat.measurement.delivery import DeliveryCounts, count_delivery
-from backbeat.reporting.models import DeliveryHourly, RejectedHourly
+from backbeat.errors import Conflict, InvalidInput
+from backbeat.eventlog import Checkpoint, Damage, EventLogReader
+from backbeat.measurement.models import EventLogDamage
+from backbeat.observability import log
+from backbeat.reporting.counting import (
+    CountingPolicy,
+    commit_batch,
+    positions_of,
+    reset_counts,
+    state_of,
+)
+from backbeat.reporting.metrics import DAMAGED_BYTES
+from backbeat.reporting.models import DeliveryHourly
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 COUNT_COLUMNS = (
     "impressions",
@@ -28,8 +42,22 @@ COUNT_COLUMNS = (
 )
 
 
+EVENTLOG_CONSUMER = "eventlog"
+DEFAULT_BATCH_RECORDS = 100_000
+
+
+class EventLogDamaged(Conflict):
+    """The event log has damage in the middle of a segment that nobody accepted yet."""
+
+    title = "Event log damaged"
+    reason = "event-log-damaged"
+    exit_code = 8
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRun:
+    """Totals of the count so far (the same however the work was split into runs)."""
+
     events_read: int
     rows_written: int
     duplicates: int
@@ -37,55 +65,131 @@ class ReportRun:
     torn_tails: int
 
 
-def run_delivery_report(*, session: Session, event_log_dir: Path) -> ReportRun:
-    """Recount the whole event log and replace the report tables in one transaction.
+@dataclass(frozen=True, slots=True)
+class DeliveryRun:
+    """One counting run: the totals so far and what this run added or found."""
 
-    Replacing rather than adding is what makes a re-run over the same log idempotent.
+    totals: ReportRun
+    new_records: int
+    batches: int
+    bad_records: int
+    damaged_bytes: int
+    damage: tuple[Damage, ...]
+    full: bool
+
+
+def count_event_log(
+    *,
+    session: Session,
+    event_log_dir: Path,
+    policy: CountingPolicy | None = None,
+    full: bool = False,
+    accept_damage: bool = False,
+    batch_records: int = DEFAULT_BATCH_RECORDS,
+    commit: Callable[[], None] | None = None,
+) -> DeliveryRun:
+    """Count what the event log gained since the last committed position.
+
+    Each batch of at most ``batch_records`` records is counted by the Beam pipeline and
+    committed with the new position by ``commit`` (when given; otherwise the caller's one
+    transaction covers the whole run). ``full`` forgets every count first and recounts the
+    whole log in the caller's transaction. Damage in the middle of a segment fails the run
+    with :class:`EventLogDamaged` unless it was accepted before or ``accept_damage`` is set,
+    in which case the records around it are counted and the damage is recorded.
     """
-    reader = EventLogReader(event_log_dir)
-    counts: DeliveryCounts = count_delivery(
-        Event.from_bytes(record.payload) for record in reader.records()
+    policy = policy or CountingPolicy()
+    if batch_records < 1:
+        raise InvalidInput("batch_records must be positive", reason="invalid-batch-size")
+    if full:
+        reset_counts(session, EVENTLOG_CONSUMER)
+    state = state_of(session, EVENTLOG_CONSUMER)
+    reader = EventLogReader(event_log_dir, start=Checkpoint(positions_of(state)))
+    records = reader.records()
+    seen_damage = torn_before = batches = new_records = bad_records = damaged = 0
+    while True:
+        batch = [(f"{r.segment}@{r.offset}", r.payload) for r in islice(records, batch_records)]
+        damage = reader.damage[seen_damage:]
+        seen_damage += len(damage)
+        _accept_damage(session, damage, accept=accept_damage)
+        torn_tails = reader.stats.torn_tails
+        outcome = commit_batch(
+            session,
+            consumer=EVENTLOG_CONSUMER,
+            records=batch,
+            positions=dict(reader.checkpoint.offsets),
+            policy=policy,
+            torn_tails=torn_tails - torn_before,
+            damaged_bytes=sum(region.length for region in damage),
+        )
+        torn_before = torn_tails
+        batches += 1
+        new_records += len(batch)
+        bad_records += outcome.bad_records
+        damaged += sum(region.length for region in damage)
+        if commit is not None:
+            commit()
+        if len(batch) < batch_records:
+            break
+    return DeliveryRun(
+        totals=totals(session, EVENTLOG_CONSUMER),
+        new_records=new_records,
+        batches=batches,
+        bad_records=bad_records,
+        damaged_bytes=damaged,
+        damage=tuple(reader.damage),
+        full=full,
     )
-    _check_quality(counts)
-    session.execute(delete(DeliveryHourly))
-    session.execute(delete(RejectedHourly))
-    rows = [
-        {
-            "line_item_id": row.line_item_id,
-            "hour": row.hour,
-            "campaign_id": row.campaign_id,
-            "currency": row.currency,
-            "spend": row.spend,
-            **{column: getattr(row, column) for column in COUNT_COLUMNS},
-        }
-        for row in counts.rows.values()
-    ]
-    if rows:
-        session.execute(insert(DeliveryHourly), rows)
-    rejected = [
-        {"hour": hour, "reason": reason, "count": n}
-        for (hour, reason), n in counts.rejected.items()
-    ]
-    if rejected:
-        session.execute(insert(RejectedHourly), rejected)
-    return ReportRun(
-        events_read=counts.events_read,
-        rows_written=len(rows),
-        duplicates=counts.duplicates,
-        rejected=sum(counts.rejected.values()),
-        torn_tails=reader.stats.torn_tails,
-    )
 
 
-def _check_quality(counts: DeliveryCounts) -> None:
-    """Refuse to write numbers that cannot be right."""
-    from backbeat.errors import InvalidInput
-
-    for row in counts.rows.values():
-        if any(getattr(row, column) < 0 for column in COUNT_COLUMNS) or row.spend_units < 0:
-            raise InvalidInput(
-                f"negative count for line item {row.line_item_id}", reason="negative-count"
+def _accept_damage(session: Session, damage: list[Damage], *, accept: bool) -> None:
+    for region in damage:
+        DAMAGED_BYTES.labels(segment=region.segment).set(region.length)
+        if session.get(EventLogDamage, (region.segment, region.offset)) is not None:
+            continue
+        if not accept:
+            raise EventLogDamaged(
+                f"event log segment {region.segment} is damaged at byte {region.offset} "
+                f"({region.length} bytes unreadable); the records around it are intact. "
+                "Count past it with `backbeat report --accept-damage` once the segment is "
+                "kept for inspection.",
+                segment=region.segment,
+                offset=region.offset,
+                length=region.length,
             )
+        log.error(
+            "eventlog.damage_accepted",
+            segment=region.segment,
+            offset=region.offset,
+            length=region.length,
+        )
+        session.add(
+            EventLogDamage(segment=region.segment, offset=region.offset, length=region.length)
+        )
+    session.flush()
+
+
+def totals(session: Session, consumer: str) -> ReportRun:
+    """The cumulative totals a consumer has committed."""
+    state = state_of(session, consumer)
+    rows = session.execute(select(func.count()).select_from(DeliveryHourly)).scalar_one()
+    return ReportRun(
+        events_read=state.events_read,
+        rows_written=rows,
+        duplicates=state.duplicates,
+        rejected=state.rejected,
+        torn_tails=state.torn_tails,
+    )
+
+
+def run_delivery_report(
+    *, session: Session, event_log_dir: Path, policy: CountingPolicy | None = None
+) -> ReportRun:
+    """Count what is new in the event log, in the caller's transaction; safe to repeat.
+
+    Re-running adds nothing: positions and de-duplication state are committed with the
+    counts, so the totals returned are the same until new events arrive.
+    """
+    return count_event_log(session=session, event_log_dir=event_log_dir, policy=policy).totals
 
 
 @dataclass(frozen=True, slots=True)
