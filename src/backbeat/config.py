@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     allocation_plan_path: Path | None = None
     decision_log_sample: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="Share of ad requests logged"
+        default=0.1, ge=0.0, le=1.0, description="Share of ad requests logged"
     )
     decision_seed: int | None = Field(
         default=None, description="Seed for tie-breaking and pacing coins"

@@ -33,6 +33,9 @@ class EventType(StrEnum):
     # clicked; streams after it are CONVERSION records with attrs {"promotion": true, ...}.
     PROMOTION_EXPOSURE = "promotion_exposure"
     PROMOTION_CLICK = "promotion_click"
+    # A filled decision (line item, price): the ad server's budget reservation until its
+    # impression is counted or its render window passes; restarts recover spend from it.
+    FILL = "fill"
 
 
 DELIVERY_EVENTS: tuple[EventType, ...] = (

@@ -1,7 +1,20 @@
 """Signed tracking URLs: only the ad server can mint a URL that counts as delivery.
 
-The HMAC covers the event, the decision, what was served, the charged price, the
-listener and the expiry, so none of them can be changed by whoever fires the pixel.
+A keyed BLAKE2b tag covers the event, the decision, what was served, the charged price,
+the listener and the expiry, so none of them can be changed by whoever fires the pixel.
+The signed message is length-prefixed (``<len>:<value>`` per field, the event last), so
+no value can borrow characters from its neighbour: the ``\\x1f``-joined encoding it
+replaces let a listener id containing the separator shift ``cur=USD\\x1fa&l=b``.
+
+Every value is drawn from a URL-safe alphabet (digits, lower-case hex, base64url,
+``[A-Z]{3}``, and listener ids restricted to ``LISTENER_ALPHABET``), so URLs are built
+with plain string formatting, and ``verify`` checks each field's shape after the
+signature, so a record that reaches the event log is always well formed.
+
+The price is not readable from the URL: it travels encrypted, XORed with a pad derived
+from the decision id under a key of its own (decision ids are unique, so a pad is never
+reused), the way exchanges encrypt their price macros. The signature covers the
+ciphertext.
 """
 
 from __future__ import annotations
@@ -9,13 +22,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from backbeat.errors import InvalidInput, InvalidSignature, TrackingUrlExpired
 
 SIGNATURE_BYTES = 16
 SIGNED_FIELDS = ("d", "li", "c", "cr", "s", "p", "cur", "l", "x")
+MAX_ID = 2**31 - 1
+MAX_PRICE_MICROS = 2**63 - 1
+LISTENER_MAX = 128
+# RFC 3986 unreserved characters plus ``:`` and ``@`` (legal unescaped in a query):
+# a listener id needs no percent-encoding in a URL and cannot carry a separator.
+LISTENER_ALPHABET = "A-Za-z0-9._~:@-"
+LISTENER_PATTERN = re.compile(f"[{LISTENER_ALPHABET}]{{1,{LISTENER_MAX}}}")
+_DECISION = re.compile(r"[0-9a-f]{1,32}")
+_INT = re.compile(r"[0-9]{1,19}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_PRICE = re.compile(r"[A-Za-z0-9_-]{11}")
+
+
+def is_safe_listener(value: str) -> bool:
+    """True when ``value`` may be a listener id: 1–128 characters of ``LISTENER_ALPHABET``."""
+    return LISTENER_PATTERN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +61,9 @@ class TrackingClaims:
     listener: str
     expires_at: int
 
-    def fields(self) -> dict[str, str]:
-        return {
-            "d": self.decision_id,
-            "li": str(self.line_item_id),
-            "c": str(self.campaign_id),
-            "cr": str(self.creative_id),
-            "s": str(self.slot_id),
-            "p": str(self.price_micros),
-            "cur": self.currency,
-            "l": self.listener,
-            "x": str(self.expires_at),
-        }
+
+def _netstrings(values: tuple[str, ...]) -> bytes:
+    return "".join(f"{len(value)}:{value}" for value in values).encode("utf-8", "surrogatepass")
 
 
 class UrlSigner:
@@ -52,59 +72,108 @@ class UrlSigner:
     def __init__(self, key: bytes, base_url: str) -> None:
         if len(key) < 16:
             raise ValueError("signing key must be at least 16 bytes")
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        root = hashlib.blake2b(key, digest_size=64, person=b"backbeat-track").digest()
+        self._mac = hashlib.blake2b(key=root[:32], digest_size=SIGNATURE_BYTES)
+        self._price_key = root[32:]
         self._base = base_url.rstrip("/")
 
-    def _signature(self, event: str, signed_fields: str) -> str:
+    # -- price ------------------------------------------------------------------------
+
+    def _pad(self, decision_id: str) -> int:
+        digest = hashlib.blake2b(decision_id.encode(), key=self._price_key, digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    def seal_price(self, decision_id: str, price_micros: int) -> str:
+        """The price as 11 base64url characters, unreadable without the key."""
+        sealed = (price_micros ^ self._pad(decision_id)).to_bytes(8, "big")
+        return base64.urlsafe_b64encode(sealed)[:11].decode()
+
+    def open_price(self, decision_id: str, sealed: str) -> int:
+        raw = base64.urlsafe_b64decode(sealed + "=")
+        return int.from_bytes(raw, "big") ^ self._pad(decision_id)
+
+    # -- signatures -------------------------------------------------------------------
+
+    def _tagger(self, values: tuple[str, ...]) -> hashlib._Hash:  # type: ignore[name-defined]
         mac = self._mac.copy()
-        mac.update(f"{event}\x1f{signed_fields}".encode())
-        return base64.urlsafe_b64encode(mac.digest()[:SIGNATURE_BYTES]).rstrip(b"=").decode()
+        mac.update(_netstrings(values))
+        return mac
 
     @staticmethod
-    def _joined(fields: dict[str, str]) -> str:
-        return "\x1f".join(fields[name] for name in SIGNED_FIELDS)
+    def _tag(prefix: hashlib._Hash, event: str) -> str:  # type: ignore[name-defined]
+        mac = prefix.copy()
+        mac.update(_netstrings((event,)))
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
     def urls(self, events: tuple[str, ...], claims: TrackingClaims) -> dict[str, str]:
-        """One URL per event; the shared query is encoded once (this is on the decision path)."""
-        fields = claims.fields()
-        joined, query = self._joined(fields), urlencode(fields)
+        """One URL per event; the claims are hashed once and each event finishes a copy.
+
+        This is on the decision path: no generic URL encoding, every value is URL-safe.
+        """
+        values = (
+            claims.decision_id,
+            str(claims.line_item_id),
+            str(claims.campaign_id),
+            str(claims.creative_id),
+            str(claims.slot_id),
+            self.seal_price(claims.decision_id, claims.price_micros),
+            claims.currency,
+            claims.listener,
+            str(claims.expires_at),
+        )
+        query = "&".join(
+            f"{name}={value}" for name, value in zip(SIGNED_FIELDS, values, strict=True)
+        )
+        prefix = self._tagger(values)
+        base = self._base
         return {
-            event: f"{self._base}/t/{event}?{query}&sig={self._signature(event, joined)}"
-            for event in events
+            event: f"{base}/t/{event}?{query}&sig={self._tag(prefix, event)}" for event in events
         }
 
     def url(self, event: str, claims: TrackingClaims) -> str:
         return self.urls((event,), claims)[event]
 
     def verify(self, event: str, params: dict[str, str], now: float) -> TrackingClaims:
-        """Return the claims of a genuine, unexpired URL; raise otherwise."""
+        """Return the claims of a genuine, well-formed, unexpired URL; raise otherwise."""
         try:
-            fields = {name: params[name] for name in SIGNED_FIELDS}
+            values = tuple(params[name] for name in SIGNED_FIELDS)
             signature = params["sig"]
         except KeyError as missing:
             raise InvalidSignature(
                 f"tracking URL lacks {missing.args[0]!r}", reason="invalid-signature"
             ) from None
-        expected = self._signature(event, self._joined(fields)).encode()
+        expected = self._tag(self._tagger(values), event).encode()
         # Bytes, not str: compare_digest refuses non-ASCII strings, and forgers send any.
         if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
             raise InvalidSignature("tracking URL signature does not match")
-        try:
-            claims = TrackingClaims(
-                decision_id=fields["d"],
-                line_item_id=int(fields["li"]),
-                campaign_id=int(fields["c"]),
-                creative_id=int(fields["cr"]),
-                slot_id=int(fields["s"]),
-                price_micros=int(fields["p"]),
-                currency=fields["cur"],
-                listener=fields["l"],
-                expires_at=int(fields["x"]),
-            )
-        except ValueError:  # pragma: no cover - only reachable with the signing key
-            raise InvalidInput(
-                "tracking URL has malformed fields", reason="malformed-tracking-url"
-            ) from None
+        claims = self._claims(dict(zip(SIGNED_FIELDS, values, strict=True)))
         if now > claims.expires_at:
             raise TrackingUrlExpired(f"tracking URL expired at {claims.expires_at}")
         return claims
+
+    def _claims(self, fields: dict[str, str]) -> TrackingClaims:
+        """Every field checked for shape and range, even though the signature matched."""
+        ids = [fields[name] for name in ("li", "c", "cr", "s")]
+        well_formed = (
+            _DECISION.fullmatch(fields["d"])
+            and all(_INT.fullmatch(value) and int(value) <= MAX_ID for value in ids)
+            and _PRICE.fullmatch(fields["p"])
+            and _CURRENCY.fullmatch(fields["cur"])
+            and LISTENER_PATTERN.fullmatch(fields["l"])
+            and _INT.fullmatch(fields["x"])
+        )
+        price = self.open_price(fields["d"], fields["p"]) if well_formed else -1
+        if not well_formed or price > MAX_PRICE_MICROS:
+            raise InvalidInput("tracking URL has malformed fields", reason="malformed-tracking-url")
+        line_item, campaign, creative, slot = (int(value) for value in ids)
+        return TrackingClaims(
+            decision_id=fields["d"],
+            line_item_id=line_item,
+            campaign_id=campaign,
+            creative_id=creative,
+            slot_id=slot,
+            price_micros=price,
+            currency=fields["cur"],
+            listener=fields["l"],
+            expires_at=int(fields["x"]),
+        )

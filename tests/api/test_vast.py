@@ -125,8 +125,16 @@ def test_a_fill_is_valid_vast_42_audio_with_every_required_element(client):
         "categories": [],
     }
     assert (decision["currency"], decision["tier"]) == ("USD", "non_guaranteed")
-    # alone in the slot's second-price auction, the CPM 10.00 bid pays the 1.00 reserve
-    assert Decimal(decision["price_cpm"]) == Decimal("1")
+    # the price is the platform's: not shown to an unauthenticated caller ...
+    assert "price_cpm" not in decision
+    # ... but to the admin: alone in the slot's second-price auction, the CPM 10.00 bid pays
+    # the 1.00 reserve
+    priced = client.post(
+        "/v1/decisions",
+        json={"slot_id": slot_id, "listener": "l10"},
+        headers=ADMIN,
+    ).json()
+    assert Decimal(priced["price_cpm"]) == Decimal("1")
     assert set(decision["tracking"]) >= {"impression", *QUARTILES, "click", "error"}
     assert query(decision["tracking"]["impression"])["d"] == decision["decision_id"] not in ids
 

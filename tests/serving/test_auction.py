@@ -233,7 +233,12 @@ def served(client: TestClient, slot_id: int, **params: str) -> dict[str, str]:
     url = impression.text.strip()
     fired = client.get(url)
     assert fired.status_code == 204, fired.text
-    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+    query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+    # The price travels sealed: only the server's key opens it.
+    signer = client.app.state.services.ad_server.signer  # type: ignore[attr-defined]
+    query["price"] = str(signer.open_price(query["d"], query["p"]))
+    assert query["price"] not in url
+    return query
 
 
 def report_spend(client: TestClient, campaign_id: int) -> tuple[int, Decimal]:
@@ -265,7 +270,7 @@ def test_the_clearing_price_is_signed_into_tracking_and_spent_in_the_report(tmp_
             served(client, dear["id"], listener="c"),  # the runner-up is below the reserve
         ]
         assert {query["li"] for query in prices} == {str(high["line_item"]["id"])}
-        assert [int(query["p"]) for query in prices] == [6_250_000, 10_000_000, 8_125_000]
+        assert [int(query["price"]) for query in prices] == [6_250_000, 10_000_000, 8_125_000]
         assert {query["cur"] for query in prices} == {"USD"}
 
         run = client.post("/v1/reports/delivery/run", headers=ADMIN)
@@ -287,6 +292,6 @@ def test_a_country_reserve_booked_through_the_api_prices_the_auction(tmp_path, m
         slot = create_slot(client, reserve_cpm="2.00", reserve_by_country={"GB": "8.5"})
         client.app.state.services.ad_server.refresh()
         assert slot["reserve_by_country"] == {"GB": "8.50"}
-        assert served(client, slot["id"], listener="a", country="gb")["p"] == "8500000"
-        assert served(client, slot["id"], listener="b", country="us")["p"] == "6250000"
+        assert served(client, slot["id"], listener="a", country="gb")["price"] == "8500000"
+        assert served(client, slot["id"], listener="b", country="us")["price"] == "6250000"
         assert served(client, slot["id"], listener="c")["li"] == str(high["line_item"]["id"])

@@ -35,8 +35,9 @@ BOOK = [
 
 def opportunities(directory: Path) -> list[Event]:
     events = [Event.from_bytes(record.payload) for record in EventLogReader(directory).records()]
-    assert {event.type for event in events} <= {EventType.OPPORTUNITY}
-    return events
+    # Fills are the ledger's budget reservations (one per filled decision), not the sample.
+    assert {event.type for event in events} <= {EventType.OPPORTUNITY, EventType.FILL}
+    return [event for event in events if event.type == EventType.OPPORTUNITY]
 
 
 def ad_server(

@@ -30,6 +30,7 @@ from backbeat.reporting.service import delivered_so_far
 from backbeat.serving.allocation import PlanFile
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.pacing import PacingController
+from backbeat.serving.reconcile import Reconciler
 from backbeat.serving.redis_ledger import RedisLedger
 from backbeat.serving.server import AdServer
 from backbeat.signing import UrlSigner
@@ -65,9 +66,16 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
     signer = UrlSigner(load_signing_key(settings), settings.public_base_url)
     # Replicas share caps and budgets through Redis; one process alone keeps them in memory.
     ledger = RedisLedger(settings.redis_url) if settings.redis_url else MemoryLedger()
-    with sessions() as session:
-        line_items, campaigns = delivered_so_far(session)
-    ledger.seed(line_items=line_items, campaigns=campaigns)
+    reconciler = None
+    if isinstance(ledger, MemoryLedger):
+        # Spend is counted impressions plus live reservations, both recovered from the event
+        # log before the first decision: a restart never spends a budget twice.
+        reconciler = Reconciler(ledger, Path(settings.resolved_event_log_dir))
+        reconciler.run(clock())
+    else:
+        with sessions() as session:
+            line_items, campaigns = delivered_so_far(session)
+        ledger.seed(line_items=line_items, campaigns=campaigns)
     # No linger: batches form by themselves while the previous fsync runs.
     event_log = EventLogWriter(Path(settings.resolved_event_log_dir), max_delay_s=0.0)
     ad_server = AdServer(
@@ -78,6 +86,8 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         tracking_ttl_seconds=settings.tracking_ttl_seconds,
         decision_log=counting_drops(event_log),
         decision_log_sample=settings.decision_log_sample,
+        fill_log=event_log.append_nowait if reconciler is not None else None,
+        reconcile=reconciler.run if reconciler is not None else None,
         seed=settings.decision_seed,
         pacing=PacingController(plan_source=PlanFile(settings.resolved_allocation_plan_path)),
     )
@@ -151,6 +161,7 @@ def create_app(
             watcher.join(timeout=5)
             if isinstance(services.ad_server.ledger, RedisLedger):
                 services.ad_server.ledger.close()  # flush delivery, give unused leases back
+            services.ad_server.close()
             services.event_log.close()
             services.engine.dispose()
 

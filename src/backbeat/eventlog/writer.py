@@ -76,8 +76,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _Pending(NamedTuple):
+    """Records handed over together, and who waits for them (a thread, a loop, or nobody)."""
+
     payloads: tuple[bytes, ...]
-    future: Future[None]
+    future: Future[None] | None
+    waiter: asyncio.Future[None] | None = None
 
 
 class EventLogWriter:
@@ -157,8 +160,21 @@ class EventLogWriter:
         return self._enqueue(tuple(self._checked(p) for p in payloads))
 
     async def append_async(self, payload: bytes) -> None:
-        """Append and wait for durability without blocking the event loop."""
-        await asyncio.wrap_future(self.append(payload))
+        """Append and wait for durability without blocking the event loop.
+
+        The waiter is a plain asyncio future: after each fsync the writer thread wakes each
+        loop once for the whole batch (``call_soon_threadsafe``), not once per record.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        self._enqueue((self._checked(payload),), waiter=waiter)
+        await waiter
+
+    def append_nowait(self, payload: bytes) -> None:
+        """Queue one record that nobody waits for (decision log, rejected pixels).
+
+        It is written with the next batch; a failed write is counted, not reported.
+        """
+        self._enqueue((self._checked(payload),), waiter=None, untracked=True)
 
     def flush(self) -> None:
         """Block until every record queued before this call is durable.
@@ -207,15 +223,23 @@ class EventLogWriter:
             )
         return payload
 
-    def _enqueue(self, payloads: tuple[bytes, ...]) -> Future[None]:
+    def _enqueue(
+        self,
+        payloads: tuple[bytes, ...],
+        *,
+        waiter: asyncio.Future[None] | None = None,
+        untracked: bool = False,
+    ) -> Future[None]:
         future: Future[None] = Future()
-        # RUNNING futures cannot be cancelled, so the writer never finds one it may not
-        # complete, and a cancelled request does not make the record look withdrawn.
-        future.set_running_or_notify_cancel()
+        tracked = waiter is None and not untracked
+        if tracked:
+            # RUNNING futures cannot be cancelled, so the writer never finds one it may not
+            # complete, and a cancelled request does not make the record look withdrawn.
+            future.set_running_or_notify_cancel()
         with self._cond:
             if self._closing:
                 raise EventLogClosed("event log writer is closed", directory=str(self.directory))
-            self._queue.append(_Pending(payloads, future))
+            self._queue.append(_Pending(payloads, future if tracked else None, waiter))
             self._queued_records += len(payloads)
             if not payloads:
                 self._flush_requested = True
@@ -234,8 +258,7 @@ class EventLogWriter:
             with self._cond:
                 self._closing = True
                 stranded, self._queue = self._queue, []
-            for item in stranded:
-                _fail(item.future, exc, self.directory, self._segment_name)
+            _settle(stranded, _unavailable(exc, self.directory, self._segment_name))
             raise
         finally:
             self._close_segment()
@@ -284,11 +307,9 @@ class EventLogWriter:
             # appended after it, so it is abandoned; the next batch starts a new one.
             with contextlib.suppress(OSError):
                 self._close_segment()
-            for item in batch:
-                _fail(item.future, exc, self.directory, segment)
+            _settle(batch, _unavailable(exc, self.directory, segment))
             return
-        for item in batch:
-            item.future.set_result(None)
+        _settle(batch, None)
 
     def _write(self, payloads: list[bytes]) -> None:
         parts: list[bytes] = []
@@ -346,9 +367,36 @@ class EventLogWriter:
             os.close(fd)
 
 
-def _fail(future: Future[None], exc: BaseException, directory: Path, segment: str) -> None:
+def _unavailable(exc: BaseException, directory: Path, segment: str) -> EventLogUnavailable:
     error = EventLogUnavailable(
         f"event log write failed: {exc}", directory=str(directory), segment=segment
     )
     error.__cause__ = exc
-    future.set_exception(error)
+    return error
+
+
+def _settle(batch: list[_Pending], error: BaseException | None) -> None:
+    """Complete a committed (or failed) batch: thread futures directly, and each event loop
+    with one ``call_soon_threadsafe`` for all its waiters, not one wake-up per record."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for item in batch:
+        if item.future is not None:
+            if error is None:
+                item.future.set_result(None)
+            else:
+                item.future.set_exception(error)
+        elif item.waiter is not None:
+            by_loop.setdefault(item.waiter.get_loop(), []).append(item.waiter)
+    for loop, waiters in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, waiters, error)
+
+
+def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done():  # the awaiting request was cancelled; the record is written anyway
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)

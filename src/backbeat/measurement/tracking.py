@@ -1,7 +1,13 @@
-"""Tracking hits: verify the signed URL, then append the event durably before answering."""
+"""Tracking hits: verify the signed URL, then append the event durably before answering.
+
+A genuine hit waits for its fsync'd batch. A refused one (forged, expired, malformed) is
+logged as ``rejected`` without waiting: forged pixels must not buy an attacker durable
+writes, and nothing is acknowledged on their account.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from backbeat.errors import BackbeatError, NotFound
@@ -12,6 +18,16 @@ from backbeat.signing import UrlSigner
 
 TRACKABLE = frozenset({*(event.value for event in DELIVERY_EVENTS), EventType.ERROR.value})
 ERROR_CODE_MAX = 16
+# VAST error codes are 3-digit numbers (100–999); players that cannot substitute the
+# ``[ERRORCODE]`` macro send it back verbatim, which records no code.
+_ERROR_CODE = re.compile(r"[0-9]{1,4}")
+_DECISION_ID = re.compile(r"[0-9a-f]{1,32}")
+
+
+def error_code(params: Mapping[str, str]) -> str | None:
+    """The player's VAST error code, when it substituted one."""
+    code = str(params.get("code", ""))[:ERROR_CODE_MAX]
+    return code if _ERROR_CODE.fullmatch(code) else None
 
 
 class Tracker:
@@ -34,16 +50,20 @@ class Tracker:
             claims = self._signer.verify(event, dict(params), now)
         except BackbeatError as error:
             TRACKING_REJECTED.labels(error.reason).inc()
+            claimed = str(params.get("d", ""))
             rejected = Event(
                 type=EventType.REJECTED,
                 ts=now,
-                decision_id=str(params.get("d", ""))[:64],
+                decision_id=claimed if _DECISION_ID.fullmatch(claimed) else "",
                 ip=ip,
                 user_agent=user_agent[:512],
                 reason=error.reason,
                 attrs={"event": event},
             )
-            await self._append(rejected)
+            try:
+                self._log.append_nowait(rejected.to_bytes())
+            except Exception:
+                EVENTLOG_APPEND_FAILURES.inc()
             raise
         record = Event(
             type=event,
@@ -58,9 +78,7 @@ class Tracker:
             currency=claims.currency,
             ip=ip,
             user_agent=user_agent[:512],
-            reason=str(params.get("code", ""))[:ERROR_CODE_MAX] or None
-            if event == EventType.ERROR
-            else None,
+            reason=error_code(params) if event == EventType.ERROR else None,
         )
         await self._append(record)
         TRACKING_EVENTS.labels(event).inc()

@@ -16,17 +16,19 @@ import os
 import random
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from backbeat.catalog.vocabulary import Tier
+from backbeat.catalog.vocabulary import AuctionType, Tier
+from backbeat.errors import InvalidInput
 from backbeat.serving.auction import clearing_price
 from backbeat.serving.ledger import Ledger
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.request import AdRequest, PodRequest, request_attributes
 from backbeat.serving.snapshot import ServableCreative, ServableLineItem, ServableSlot, Snapshot
 from backbeat.serving.targeting_index import iter_bits
+from backbeat.signing import LISTENER_ALPHABET, LISTENER_MAX, is_safe_listener
 
 SHORTLIST = 8
 
@@ -53,9 +55,24 @@ class Decision:
         return self.line_item is not None
 
 
+class InvalidListener(InvalidInput):
+    """A listener id outside the safe alphabet: a ``400``, never signed into a URL."""
+
+    status = 400
+
+
 def listener_key(listener: str | None, ip: str, user_agent: str) -> str:
-    """The listener id, or a stable hash of IP + user agent when the player sends none."""
+    """The listener id, or a stable hash of IP + user agent when the player sends none.
+
+    Ids are 1–128 characters of ``LISTENER_ALPHABET``: they key frequency caps and are
+    signed into tracking URLs, so a separator or an unbounded id must never get in.
+    """
     if listener:
+        if not is_safe_listener(listener):
+            raise InvalidListener(
+                f"listener must be 1-{LISTENER_MAX} characters of [{LISTENER_ALPHABET}]",
+                reason="invalid-listener",
+            )
         return listener
     return "h:" + hashlib.sha256(f"{ip}\x1f{user_agent}".encode()).hexdigest()[:24]
 
@@ -122,28 +139,42 @@ class Decider:
         advertisers: set[int] = set()
         categories: set[str] = set()
         used_ms = 0
+        # Locally eligible items, best first; ``ahead`` holds those pulled but not used up
+        # (short-listed behind a winner, or looked at while pricing), in the same order.
         walk = self._eligible(snapshot, slot, reserve, bits, now, reasons)
+        ahead: list[ServableLineItem] = []
         eligible_seen = 0
+
+        def pull() -> ServableLineItem | None:
+            nonlocal eligible_seen
+            if ahead:
+                return ahead.pop(0)
+            item = next(walk, None)
+            eligible_seen += item is not None
+            return item
+
+        def unfit(item: ServableLineItem) -> str | None:
+            """Why ``item`` cannot take this position of the pod (None: it can)."""
+            if item.advertiser_id in advertisers:
+                return "same-advertiser-in-pod"
+            if categories and not categories.isdisjoint(top_category(c) for c in item.categories):
+                return "competing-category-in-pod"
+            if not any(pod.admits(c.duration_ms, used_ms) for c in item.creatives):
+                return "creative-does-not-fit"
+            return None
+
         while len(chosen) < pod.max_ads:
             shortlist: list[tuple[ServableLineItem, ServableCreative]] = []
-            for item in walk:
-                eligible_seen += 1
-                if item.advertiser_id in advertisers:
-                    reasons["same-advertiser-in-pod"] += 1
-                    continue
-                if categories and not categories.isdisjoint(
-                    top_category(c) for c in item.categories
-                ):
-                    reasons["competing-category-in-pod"] += 1
+            while (item := pull()) is not None:
+                reason = unfit(item)
+                if reason is not None:  # it cannot fit a later position either
+                    reasons[reason] += 1
                     continue
                 creative = self._creative(item, pod, used_ms)
-                if creative is None:
-                    reasons["creative-does-not-fit"] += 1
-                    continue
+                assert creative is not None
                 shortlist.append((item, creative))
                 # Enough once an uncapped item (it cannot fail the caps step) has a runner-up
-                # of another tier or price behind it: its tie group is then complete, and the
-                # runner-up prices a second-price auction.
+                # of another tier or price behind it: its tie group is then complete.
                 if len(shortlist) >= SHORTLIST or (
                     len(shortlist) >= 2
                     and not shortlist[-2][0].caps
@@ -160,19 +191,15 @@ class Decider:
                 reasons[reason] += len(shortlist)
                 continue
             item, creative = shortlist[position]
-            rest = [entry for entry, _ in shortlist[position + 1 :]]
-            if item.tier == Tier.NON_GUARANTEED and not any(
-                other.tier == Tier.NON_GUARANTEED for other in rest
-            ):
-                # The winner ended the shortlist: the next eligible bidder still sets its price.
-                following = next(walk, None)
-                if following is not None:
-                    rest.append(following)
-            price = self._price(slot, item, rest, reserve)
-            self.ledger.commit_spend(item, price, now)
+            # Short-listed items after the winner were never cap-checked: they stay candidates
+            # (those before it are capped for this listener and drop out).
+            ahead[:0] = [entry for entry, _ in shortlist[position + 1 :]]
+            price = self._price(slot, item, reserve, request.listener, now, pull, ahead, unfit)
+            decision_id = new_decision_id(now)
+            self.ledger.commit_spend(item, price, now, decision_id)
             chosen.append(
                 Decision(
-                    new_decision_id(now), now, request, slot, item, creative, price,
+                    decision_id, now, request, slot, item, creative, price,
                     eligible=eligible_seen, sequence=len(chosen) + 1 if pod.max_ads > 1 else None,
                     targeted=bits, attributes=attributes,
                 )
@@ -180,9 +207,6 @@ class Decider:
             advertisers.add(item.advertiser_id)
             categories.update(top_category(category) for category in item.categories)
             used_ms += creative.duration_ms
-            # Short-listed items after the winner were never cap-checked: they stay candidates
-            # for the pod's next position (those before it are capped for this listener).
-            walk = _chain(rest, walk)
         if not chosen:
             reason = reasons.most_common(1)[0][0] if reasons else "no-eligible-line-item"
             return [self._unfilled(request, slot, now, reason, eligible_seen, bits, attributes)]
@@ -261,14 +285,36 @@ class Decider:
         self,
         slot: ServableSlot,
         item: ServableLineItem,
-        rest: list[ServableLineItem],
         reserve: int,
+        listener: str,
+        now: float,
+        pull: Callable[[], ServableLineItem | None],
+        ahead: list[ServableLineItem],
+        unfit: Callable[[ServableLineItem], str | None],
     ) -> int:
+        """Fixed-price tiers pay their CPM; the auction prices against the best *real* rival.
+
+        The runner-up of a second-price auction is the best other non-guaranteed bidder that
+        could have served this very request: eligible (targeting, flight, currency, reserve,
+        budget, pacing), fitting this pod position with a creative, and under its caps for
+        this listener (checked, not counted). A capped or unfit bidder sets no price.
+        """
         if item.tier != Tier.NON_GUARANTEED:
             return item.cpm_micros  # fixed-price deals and house ads pay their own CPM
-        runner_up = next(
-            (other.cpm_micros for other in rest if other.tier == Tier.NON_GUARANTEED), None
-        )
+        if slot.auction == AuctionType.FIRST_PRICE:
+            return item.cpm_micros
+        runner_up: int | None = None
+        looked: list[ServableLineItem] = []
+        while (other := pull()) is not None:
+            looked.append(other)
+            if other.tier != Tier.NON_GUARANTEED:
+                break  # best first: no non-guaranteed bidder comes after another tier
+            if other.cpm_micros < reserve:
+                break  # and none after this one clears the reserve either
+            if unfit(other) is None and self.ledger.caps_allow(listener, other, now, item):
+                runner_up = other.cpm_micros
+                break
+        ahead[:0] = looked  # still candidates for the pod's next position, in order
         return clearing_price(
             auction=slot.auction,
             winning_bid=item.cpm_micros,
@@ -294,10 +340,3 @@ class Decider:
 
 def _rank(item: ServableLineItem) -> tuple[int, int]:
     return item.tier_rank, item.cpm_micros
-
-
-def _chain(
-    first: Iterator[ServableLineItem] | object, then: Iterator[ServableLineItem]
-) -> Iterator[ServableLineItem]:
-    yield from first  # type: ignore[misc]
-    yield from then

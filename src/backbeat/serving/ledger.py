@@ -4,6 +4,14 @@ Spend is counted in "CPM micros" (the sum of the charged CPM, in micros, of each
 impression), so one impression adds exactly its price and budgets compare as integers:
 an impression at a CPM of c micros costs c/1000 micros of budget.
 
+**One budget currency: counted impressions.** Budgets and goals are spent by impressions
+counted from the event log (what reports show and advertisers pay for). A decision
+reserves its price until its impression is counted or its render window passes (then the
+reservation is released: the ad never played). So the ledger's spend is *counted +
+reserved*: it never overspends, a goal is reached in counted impressions even when a
+share of served ads never render, and a restarted server rebuilds both halves from the
+event log (impression records and ``fill`` records) before serving (``serving/reconcile.py``).
+
 Two implementations share the ``Ledger`` protocol: ``MemoryLedger`` (one process, the
 embedded default) and ``RedisLedger`` (``serving/redis_ledger.py``, many replicas).
 """
@@ -16,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from backbeat.serving.snapshot import ServableLineItem
+from backbeat.serving.snapshot import CapRule, ServableLineItem
 
 DAY = 86400
 
@@ -31,7 +39,12 @@ def fits(spent_units: int, price_units: int, budget_micros: int | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """What a line item has delivered so far (across replicas where the ledger is shared)."""
+    """What a line item has delivered so far (across replicas where the ledger is shared).
+
+    ``impressions`` is what pacing aims with: counted impressions plus the reserved ones
+    expected to render (``reserved × render rate``), so pacing compensates for ads that
+    never play.
+    """
 
     spend_units: int = 0
     impressions: int = 0
@@ -58,8 +71,25 @@ class Ledger(Protocol):
         """
         ...
 
-    def commit_spend(self, item: ServableLineItem, price_units: int, now: float) -> None:
+    def commit_spend(
+        self, item: ServableLineItem, price_units: int, now: float, decision_id: str = ""
+    ) -> None:
         """Record a fill at its charged price; local, flushed in the background where shared."""
+        ...
+
+    def caps_allow(
+        self,
+        listener: str,
+        item: ServableLineItem,
+        now: float,
+        counted: ServableLineItem | None = None,
+    ) -> bool:
+        """Whether ``item`` was under all its caps for ``listener`` before this decision.
+
+        Reads, counts nothing. ``counted`` is the winner whose caps were just counted: a
+        counter both share is read as it was before (the runner-up of a second-price
+        auction is judged on the state the auction saw).
+        """
         ...
 
     def add_attempts(self, attempts: dict[int, int]) -> dict[int, int]:
@@ -67,17 +97,62 @@ class Ledger(Protocol):
         ...
 
 
-class MemoryLedger:
-    """Process-local ledger, guarded by a lock so threaded callers cannot overspend."""
+def shared_caps(item: ServableLineItem, counted: ServableLineItem | None) -> frozenset[CapRule]:
+    """The cap counters of ``item`` that counting ``counted`` has just moved."""
+    if counted is None or not counted.caps:
+        return frozenset()
+    moved = {(rule.scope, rule.window_seconds) for rule in counted.caps}
+    return frozenset(rule for rule in item.caps if (rule.scope, rule.window_seconds) in moved)
 
-    def __init__(self) -> None:
+
+DEFAULT_RENDER_WINDOW_S = 300.0
+DEFAULT_DEDUP_S = 7 * DAY
+
+
+def decision_ts(decision_id: str) -> float:
+    """When a decision was made: its id starts with the milliseconds (``new_decision_id``)."""
+    try:
+        return int(decision_id[:12], 16) / 1000
+    except ValueError:
+        return 0.0
+
+
+@dataclass(slots=True)
+class _Reservation:
+    item_id: int
+    campaign_id: int
+    units: int
+    ts: float
+
+
+class MemoryLedger:
+    """Process-local ledger, guarded by a lock so threaded callers cannot overspend.
+
+    Spend is counted + reserved (see the module docstring). Memory stays bounded: cap
+    windows are pruned once over, reservations live one render window, and the ids of
+    counted decisions (to count a replayed pixel once) live as long as a tracking URL.
+    """
+
+    def __init__(
+        self,
+        *,
+        render_window_s: float = DEFAULT_RENDER_WINDOW_S,
+        dedup_s: float = DEFAULT_DEDUP_S,
+    ) -> None:
         self._lock = threading.Lock()
+        self.render_window_s = render_window_s
+        self.dedup_s = dedup_s
         self._caps: dict[tuple[str, str, int | None, int], int] = defaultdict(int)
         self._units: dict[int, int] = defaultdict(int)
         self._impressions: dict[int, int] = defaultdict(int)
         self._daily: dict[tuple[int, int], int] = defaultdict(int)
         self._campaign_units: dict[int, int] = defaultdict(int)
         self._attempts: dict[int, int] = defaultdict(int)
+        self._reserved: dict[str, _Reservation] = {}  # decision id -> reservation, oldest first
+        self._reserved_count: dict[int, int] = defaultdict(int)
+        self._counted: dict[str, float] = {}  # decision ids already counted, oldest first
+        self.rendered = 0
+        self.expired = 0
 
     def seed(self, *, line_items: dict[int, tuple[int, int]], campaigns: dict[int, int]) -> None:
         """Start from delivery already counted (after a restart)."""
@@ -87,10 +162,17 @@ class MemoryLedger:
                 self._impressions[item_id] = impressions
             self._campaign_units.update(campaigns)
 
+    @property
+    def render_rate(self) -> float:
+        """Share of reservations that became counted impressions (a prior of 1 until known)."""
+        return (self.rendered + 1) / (self.rendered + self.expired + 1)
+
     def delivery(self, item: ServableLineItem, now: float) -> Delivery:
+        reserved = self._reserved_count.get(item.id, 0)
+        expected_lost = round(reserved * (1.0 - self.render_rate))
         return Delivery(
             self._units.get(item.id, 0),
-            self._impressions.get(item.id, 0),
+            self._impressions.get(item.id, 0) - expected_lost,
             self._daily.get((item.id, day_of(now)), 0),
         )
 
@@ -112,6 +194,23 @@ class MemoryLedger:
             return "campaign-budget-exhausted"
         return None
 
+    def caps_allow(
+        self,
+        listener: str,
+        item: ServableLineItem,
+        now: float,
+        counted: ServableLineItem | None = None,
+    ) -> bool:
+        if not item.caps:
+            return True
+        shared = shared_caps(item, counted)
+        return all(
+            self._caps.get((rule.scope, listener, rule.window_seconds, rule.window_start(now)), 0)
+            - (rule in shared)
+            < rule.count
+            for rule in item.caps
+        )
+
     def acquire_caps(
         self, listener: str, candidates: Sequence[ServableLineItem], now: float
     ) -> tuple[int | None, str]:
@@ -131,12 +230,89 @@ class MemoryLedger:
                     return position, ""
         return None, "frequency-capped"
 
-    def commit_spend(self, item: ServableLineItem, price_units: int, now: float) -> None:
+    def commit_spend(
+        self, item: ServableLineItem, price_units: int, now: float, decision_id: str = ""
+    ) -> None:
         with self._lock:
-            self._units[item.id] += price_units
-            self._impressions[item.id] += 1
-            self._daily[(item.id, day_of(now))] += price_units
-            self._campaign_units[item.campaign_id] += price_units
+            self._add(item.id, item.campaign_id, price_units, now, 1)
+            if decision_id:
+                self._reserved[decision_id] = _Reservation(
+                    item.id, item.campaign_id, price_units, now
+                )
+                self._reserved_count[item.id] += 1
+
+    def _add(self, item_id: int, campaign_id: int, units: int, ts: float, sign: int) -> None:
+        self._units[item_id] += sign * units
+        self._impressions[item_id] += sign
+        self._daily[(item_id, day_of(ts))] += sign * units
+        self._campaign_units[campaign_id] += sign * units
+
+    # -- reconciliation with counted delivery (``serving/reconcile.py``) ---------------
+
+    def count_impression(
+        self, decision_id: str, item_id: int, campaign_id: int, units: int, now: float
+    ) -> bool:
+        """An impression read from the event log; True if it counted (first for its decision)."""
+        with self._lock:
+            if decision_id in self._counted:
+                return False
+            ts = decision_ts(decision_id) or now
+            self._counted[decision_id] = ts
+            reservation = self._reserved.pop(decision_id, None)
+            if reservation is not None:  # already in spend: the reservation becomes counted
+                self._reserved_count[reservation.item_id] -= 1
+                self.rendered += 1
+                if reservation.units != units:  # never, unless the price changed in flight
+                    self._add(item_id, campaign_id, units - reservation.units, ts, 1)
+                    self._add(item_id, campaign_id, 0, ts, -1)  # the impression stays one
+                return True
+            self._add(item_id, campaign_id, units, ts, 1)
+            return True
+
+    def reserve(
+        self, decision_id: str, item_id: int, campaign_id: int, units: int, now: float
+    ) -> None:
+        """A fill read from the event log (another worker's, or one made before a restart)."""
+        ts = decision_ts(decision_id) or now
+        with self._lock:
+            if (
+                decision_id in self._counted
+                or decision_id in self._reserved
+                or ts < now - self.render_window_s
+            ):
+                return
+            self._add(item_id, campaign_id, units, ts, 1)
+            self._reserved[decision_id] = _Reservation(item_id, campaign_id, units, ts)
+            self._reserved_count[item_id] += 1
+
+    def expire(self, now: float) -> int:
+        """Release reservations older than the render window; returns how many."""
+        released = 0
+        with self._lock:
+            cutoff = now - self.render_window_s
+            stale = []
+            for key, held in self._reserved.items():  # oldest first (roughly: peers' arrive late)
+                if held.ts >= cutoff:
+                    break
+                stale.append(key)
+            for key in stale:
+                held = self._reserved.pop(key)
+                self._reserved_count[held.item_id] -= 1
+                self._add(held.item_id, held.campaign_id, held.units, held.ts, -1)
+                released += 1
+            self.expired += released
+            old = now - self.dedup_s
+            forgotten = []
+            for key, ts in self._counted.items():
+                if ts >= old:
+                    break
+                forgotten.append(key)
+            for key in forgotten:
+                del self._counted[key]
+        return released
+
+    def reserved(self) -> int:
+        return len(self._reserved)
 
     def add_attempts(self, attempts: dict[int, int]) -> dict[int, int]:
         with self._lock:
@@ -144,10 +320,17 @@ class MemoryLedger:
                 self._attempts[item_id] += count
             return dict(self._attempts)
 
-    def prune(self, now: float, keep_seconds: int = 8 * DAY) -> None:
-        """Forget cap windows and days that ended long ago; whole-flight counters stay."""
+    def prune(self, now: float) -> None:
+        """Forget cap windows that ended and days long past; whole-flight counters stay."""
         with self._lock:
-            for key in [key for key in self._caps if 0 <= key[3] < now - keep_seconds]:
+            for key in [
+                key
+                for key in self._caps
+                if key[3] >= 0 and key[2] is not None and key[3] + key[2] <= now
+            ]:
                 del self._caps[key]
             for key in [key for key in self._daily if key[1] < day_of(now) - 2]:
                 del self._daily[key]
+
+    def cap_counters(self) -> int:
+        return len(self._caps)

@@ -251,6 +251,8 @@ class _Stats:
 class RedisLedger:
     """``Ledger`` shared by every replica through one Redis; see the module docstring."""
 
+    blocking = True  # decisions do socket I/O: async callers run them on a thread
+
     def __init__(
         self,
         url: str,
@@ -361,7 +363,43 @@ class RedisLedger:
         # Without Redis a capped item cannot be counted, so it must not serve.
         return (None, "caps-unavailable") if uncapped is None else (uncapped, "")
 
-    def commit_spend(self, item: ServableLineItem, price_units: int, now: float) -> None:
+    def caps_allow(
+        self,
+        listener: str,
+        item: ServableLineItem,
+        now: float,
+        counted: ServableLineItem | None = None,
+    ) -> bool:
+        """Read ``item``'s cap counters (one MGET, counts nothing); unknown without Redis."""
+        if not item.caps:
+            return True
+        if not self._up:
+            return False  # unknown: a rival that may be capped must not set a price
+        keys, args = self._caps_arguments(listener, [item], now)
+        try:
+            values = self._call("caps", lambda: self._fast.mget(keys))
+        except RedisUnavailable:
+            return False
+        shared = {
+            key
+            for key in self._caps_arguments(listener, [counted], now)[0]
+            if counted is not None and counted.caps
+        }
+        used = {
+            key: int(value or 0) - (key in shared) for key, value in zip(keys, values, strict=True)
+        }
+        triples = args[2:]
+        return all(
+            used[keys[triples[at] - 1]] < triples[at + 1] for at in range(0, len(triples), 3)
+        )
+
+    def commit_spend(
+        self,
+        item: ServableLineItem,
+        price_units: int,
+        now: float,
+        decision_id: str = "",  # noqa: ARG002 - shared spend is counted on decisions
+    ) -> None:
         entry = self._cached(item, now)
         self._now = now
         with self._lock:

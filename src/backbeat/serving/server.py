@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.service import catalog_version
@@ -26,13 +30,37 @@ from backbeat.serving.ledger import Ledger
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.request import AdRequest, PodRequest
 from backbeat.serving.snapshot import Snapshot, load_snapshot
-from backbeat.serving.vast import QUARTILE_EVENTS, VastAd, render_vast
+from backbeat.serving.vast import ERRORCODE_MACRO, AdTemplate, VastAd, render_document
 from backbeat.signing import TrackingClaims, UrlSigner
 from backbeat.types import from_micros
 
 Clock = Callable[[], float]
 Appender = Callable[[bytes], object]
-TRACKED_EVENTS = ("impression", *QUARTILE_EVENTS, "click", "error")
+QUARTILES = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
+TRACKED_EVENTS = ("impression", *QUARTILES, "click", "error")
+DEFAULT_DECISION_LOG_SAMPLE = 0.1
+# Catalog bursts (hundreds of PATCHes) rebuild the snapshot once they settle, at most once
+# per poll interval, and never later than MAX_DELAY_POLLS intervals after the first change.
+SETTLE_SECONDS = 0.2
+MAX_DELAY_POLLS = 5
+HOUSEKEEPING_SECONDS = 5.0
+
+
+def template_of(item: Any, creative: Any) -> AdTemplate:
+    return AdTemplate(
+        VastAd(
+            ad_id=f"li-{item.id}",
+            title=creative.name,
+            advertiser=item.advertiser_name,
+            creative_id=f"cr-{creative.id}",
+            media_url=creative.media_url,
+            mime_type=creative.mime_type,
+            duration_ms=creative.duration_ms,
+            bitrate_kbps=creative.bitrate_kbps,
+            click_through=creative.click_url,
+            categories=creative.categories,
+        )
+    )
 
 
 class AdServer:
@@ -47,10 +75,15 @@ class AdServer:
         clock: Clock,
         tracking_ttl_seconds: int,
         decision_log: Appender | None = None,
-        decision_log_sample: float = 1.0,
+        decision_log_sample: float = DEFAULT_DECISION_LOG_SAMPLE,
+        fill_log: Appender | None = None,
+        reconcile: Callable[[float], object] | None = None,
         pacing: PacingController | None = None,
         seed: int | None = None,
     ) -> None:
+        """``decision_log`` takes the sampled opportunity records, ``fill_log`` one record per
+        filled decision (the budget reservation a restart recovers); ``reconcile(now)`` brings
+        the ledger up to counted delivery and runs on the watcher's housekeeping tick."""
         self._sessions = session_factory
         self.ledger = ledger
         self.signer = signer
@@ -58,33 +91,96 @@ class AdServer:
         self.tracking_ttl_seconds = tracking_ttl_seconds
         self.decider = Decider(ledger, pacing or PacingController(), seed=seed, drive_pacing=False)
         self.snapshot = Snapshot.empty()
+        self._templates: dict[tuple[int, int], AdTemplate] = {}
         self._decision_log = decision_log
+        self._fill_log = fill_log
+        self._reconcile = reconcile
         self._sample = decision_log_sample
         self._sampler = random.Random(seed)
         self._refresh_lock = threading.Lock()
         self._poked = threading.Event()
+        self.rebuilds = 0
+        # A shared (Redis) ledger does socket I/O inside a decision: those run on a small
+        # pool of threads so the event loop never blocks on a round trip.
+        self._blocking = bool(getattr(ledger, "blocking", False))
+        self._executor = (
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="decide")
+            if self._blocking
+            else None
+        )
 
     # -- catalog ------------------------------------------------------------------------
 
     def poke(self) -> None:
-        """Ask the watcher to look for catalog changes now rather than at its next tick."""
+        """Tell the watcher the catalog changed here; it rebuilds once the burst settles."""
         self._poked.set()
 
     def watch(self, stop: threading.Event, interval: float) -> None:
-        """Refresh loop for a background thread: one version query per tick, none per request."""
+        """Refresh loop for a background thread: one version query per tick, none per request.
+
+        Rebuilds are coalesced: a change (a local poke, or a new version seen by the poll)
+        marks the snapshot dirty; it is rebuilt once no change came for ``SETTLE_SECONDS``,
+        at most once per ``interval``, and at the latest ``MAX_DELAY_POLLS`` intervals
+        after the first change. 300 PATCHes in a burst cost a few rebuilds, not 300.
+        """
+        dirty_since: float | None = None
+        last_change = last_build = last_housekeeping = -float("inf")
         while not stop.is_set():
-            self._poked.wait(interval)
+            now = time.monotonic()
+            if dirty_since is None:
+                timeout = interval
+            else:
+                due = max(
+                    last_build + interval,
+                    min(last_change + SETTLE_SECONDS, dirty_since + MAX_DELAY_POLLS * interval),
+                )
+                timeout = max(0.0, due - now)
+            poked = self._poked.wait(timeout)
             self._poked.clear()
             if stop.is_set():
                 return
+            now = time.monotonic()
+            if poked:
+                last_change = now
+                dirty_since = now if dirty_since is None else dirty_since
+                if now - dirty_since < MAX_DELAY_POLLS * interval:
+                    continue
+            elif dirty_since is None:
+                try:
+                    if self._catalog_moved():
+                        dirty_since = last_change = now
+                        continue
+                except Exception:  # keep serving the last good snapshot
+                    log.exception("catalog version check failed")
+            if dirty_since is not None and now >= last_build + interval:
+                try:
+                    self.refresh()
+                except Exception:  # keep serving the last good snapshot
+                    log.exception("catalog refresh failed")
+                dirty_since, last_build = None, time.monotonic()
+            if now - last_housekeeping >= min(interval, HOUSEKEEPING_SECONDS):
+                last_housekeeping = now
+                self.housekeeping()
+
+    def housekeeping(self) -> None:
+        """Off the request path: reconcile the ledger with counted delivery, prune, pace."""
+        now = self.clock()
+        if self._reconcile is not None:
             try:
-                self.refresh()
-            except Exception:  # keep serving the last good snapshot
-                log.exception("catalog refresh failed")
-            try:
-                self.decider.pacing.maybe_update(self.clock(), self.snapshot, self.ledger)
-            except Exception:  # keep the last probabilities
-                log.exception("pacing update failed")
+                self._reconcile(now)
+            except Exception:  # keep the last reconciled state
+                log.exception("ledger reconciliation failed")
+        prune = getattr(self.ledger, "prune", None)
+        if prune is not None:
+            prune(now)
+        try:
+            self.decider.pacing.maybe_update(now, self.snapshot, self.ledger)
+        except Exception:  # keep the last probabilities
+            log.exception("pacing update failed")
+
+    def _catalog_moved(self) -> bool:
+        with self._sessions() as session:
+            return catalog_version(session) != self.snapshot.version
 
     def refresh(self, *, force: bool = False) -> bool:
         """Rebuild the snapshot if the catalog version changed; returns whether it did."""
@@ -94,7 +190,14 @@ class AdServer:
                 if version == self.snapshot.version and not force:
                     return False
                 snapshot = load_snapshot(session, now=datetime.fromtimestamp(self.clock(), UTC))
-            self.snapshot = snapshot
+            # The static part of every creative's VAST is prepared here, off the request path.
+            templates = {
+                (item.id, creative.id): template_of(item, creative)
+                for item in snapshot.line_items
+                for creative in item.creatives
+            }
+            self.snapshot, self._templates = snapshot, templates
+            self.rebuilds += 1
         # The snapshot lives until the next catalog change: keep the cyclic GC from walking
         # its objects on every full collection (a pause the p99 latency would show).
         gc.freeze()
@@ -107,6 +210,19 @@ class AdServer:
         return True
 
     # -- decisions ----------------------------------------------------------------------
+
+    async def decide_async(
+        self, request: AdRequest, pod: PodRequest | None = None
+    ) -> list[Decision]:
+        """``decide`` for async handlers: inline, or on a thread when the ledger does I/O."""
+        if self._executor is None:
+            return self.decide(request, pod)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.decide, request, pod)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     def decide(self, request: AdRequest, pod: PodRequest | None = None) -> list[Decision]:
         snapshot = self.snapshot
@@ -121,11 +237,34 @@ class AdServer:
             DECISIONS.labels(
                 "fill" if decision.filled else "no-fill", decision.no_fill_reason or ""
             ).inc()
+            if self._fill_log is not None and decision.line_item is not None:
+                try:
+                    self._fill_log(self._fill_record(decision))
+                except Exception:  # the event log is closing or full: still answer
+                    log.warning("fill record not logged", decision_id=decision.id)
         if self._decision_log is not None and (
             self._sample >= 1.0 or self._sampler.random() < self._sample
         ):
             self._log_opportunity(snapshot, request, decisions, now)
         return decisions
+
+    @staticmethod
+    def _fill_record(decision: Decision) -> bytes:
+        item = decision.line_item
+        assert item is not None
+        return orjson.dumps(
+            {
+                "type": EventType.FILL.value,
+                "ts": decision.ts,
+                "decision_id": decision.id,
+                "line_item_id": item.id,
+                "campaign_id": item.campaign_id,
+                "slot_id": decision.slot.id,
+                "price_micros": decision.price_micros,
+                "currency": item.currency,
+                "v": 1,
+            }
+        )
 
     def _log_opportunity(
         self, snapshot: Snapshot, request: AdRequest, decisions: list[Decision], now: float
@@ -172,42 +311,33 @@ class AdServer:
         )
 
     def tracking_urls(self, decision: Decision) -> dict[str, str]:
-        # No [ERRORCODE] macro on the error URL: brackets are not valid in the XSD's anyURI.
+        """Signed URLs by event; the error URL ends in ``&code=[ERRORCODE]`` for the player."""
         events = TRACKED_EVENTS if decision.filled else ("error",)
-        return self.signer.urls(events, self._claims(decision))
+        urls = self.signer.urls(events, self._claims(decision))
+        urls["error"] += "&code=" + ERRORCODE_MACRO
+        return urls
 
     def vast(self, decisions: list[Decision]) -> bytes:
         filled = [decision for decision in decisions if decision.filled]
         if not filled:
-            return render_vast([], no_fill_error_url=self.tracking_urls(decisions[0])["error"])
-        return render_vast([self._vast_ad(decision) for decision in filled])
+            return render_document([], no_fill_error_url=self.tracking_urls(decisions[0])["error"])
+        return render_document([self._vast_ad(decision) for decision in filled])
 
-    def _vast_ad(self, decision: Decision) -> VastAd:
+    def _vast_ad(self, decision: Decision) -> str:
         item, creative = decision.line_item, decision.creative
         assert item is not None and creative is not None
-        urls = self.tracking_urls(decision)
-        return VastAd(
-            ad_id=f"li-{item.id}",
-            serving_id=decision.id,
-            title=creative.name,
-            advertiser=item.advertiser_name,
-            creative_id=f"cr-{creative.id}",
-            media_url=creative.media_url,
-            mime_type=creative.mime_type,
-            duration_ms=creative.duration_ms,
-            bitrate_kbps=creative.bitrate_kbps,
-            click_through=creative.click_url,
-            impression_url=urls["impression"],
-            error_url=urls["error"],
-            tracking_urls=urls,
-            click_tracking_url=urls["click"] if creative.click_url else None,
-            categories=creative.categories,
-            sequence=decision.sequence,
-        )
+        template = self._templates.get((item.id, creative.id))
+        if template is None:  # a snapshot installed without refresh() (tests, benches)
+            template = self._templates[(item.id, creative.id)] = template_of(item, creative)
+        return template.render(decision.id, self.tracking_urls(decision), decision.sequence)
 
-    def as_json(self, decisions: list[Decision]) -> dict[str, Any]:
-        """The JSON answer of ``POST /v1/decisions``: the same facts as the VAST."""
-        ads = [self._ad_json(decision) for decision in decisions if decision.filled]
+    def as_json(self, decisions: list[Decision], *, include_price: bool = False) -> dict[str, Any]:
+        """The JSON answer of ``POST /v1/decisions``: the same facts as the VAST.
+
+        The clearing price is only shown to the admin (``include_price``): like the
+        encrypted price in tracking URLs, it is not for whoever calls or listens.
+        """
+        ads = [self._ad_json(decision, include_price) for decision in decisions if decision.filled]
         first = decisions[0]
         body: dict[str, Any] = {
             "decision_id": first.id,
@@ -222,17 +352,16 @@ class AdServer:
             body["tracking"] = {"error": self.tracking_urls(first)["error"]}
         return body
 
-    def _ad_json(self, decision: Decision) -> dict[str, Any]:
+    def _ad_json(self, decision: Decision, include_price: bool) -> dict[str, Any]:
         item, creative = decision.line_item, decision.creative
         assert item is not None and creative is not None
-        return {
+        answer = {
             "decision_id": decision.id,
             "sequence": decision.sequence,
             "line_item_id": item.id,
             "campaign_id": item.campaign_id,
             "advertiser": item.advertiser_name,
             "tier": item.tier,
-            "price_cpm": str(from_micros(decision.price_micros)),
             "currency": item.currency,
             "creative": {
                 "id": creative.id,
@@ -246,3 +375,6 @@ class AdServer:
             },
             "tracking": self.tracking_urls(decision),
         }
+        if include_price:
+            answer["price_cpm"] = str(from_micros(decision.price_micros))
+        return answer

@@ -1,11 +1,22 @@
-"""VAST 4.2 documents for audio ads, built with lxml in the element order the IAB XSD wants."""
+"""VAST 4.2 documents for audio ads, rendered from string templates in the XSD's element order.
+
+Everything about an ad that does not change per decision (title, advertiser, categories,
+creative, duration, media file, click-through) is escaped and joined once per creative,
+when the snapshot loads (``AdTemplate``); a decision only splices in its id and its
+signed tracking URLs. Tests validate the output against the IAB VAST 4.2 XSD and prove
+the escaping with property tests (arbitrary names and URLs round-trip through an XML
+parser).
+
+Text is XML-escaped; URLs go in CDATA sections (a ``]]>`` inside is split across two
+sections). Characters XML 1.0 cannot carry at all (most C0 controls, lone surrogates,
+U+FFFE/U+FFFF) are dropped, so no catalog text can make a document unparseable.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from lxml import etree
 
 from backbeat import __version__
 
@@ -13,26 +24,42 @@ VAST_NS = "http://www.iab.com/VAST"
 VAST_VERSION = "4.2"
 QUARTILE_EVENTS = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
 IAB_CATEGORY_AUTHORITY = "https://iabtechlab.com"
-_NSMAP = {None: VAST_NS}
+# VAST 4.2 §2.3.6: players replace this macro in Error URIs with the error code.
+ERRORCODE_MACRO = "[ERRORCODE]"
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\t": "&#9;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+    }
+)
+_HEADER = (
+    f"<?xml version='1.0' encoding='UTF-8'?>\n<VAST xmlns=\"{VAST_NS}\" version=\"{VAST_VERSION}\">"
+)
+_FOOTER = "</VAST>"
 
 
-def _q(tag: str) -> str:
-    return f"{{{VAST_NS}}}{tag}"
+def xml_text(value: str) -> str:
+    """Element content: XML-escaped, characters XML cannot carry dropped."""
+    return _NOT_XML.sub("", value).translate(_TEXT_ESCAPES)
 
 
-def _child(
-    parent: etree._Element, tag: str, text: str | None = None, **attrs: str
-) -> etree._Element:
-    element = etree.SubElement(parent, _q(tag), attrs)
-    if text is not None:
-        element.text = text
-    return element
+def xml_attr(value: str) -> str:
+    """A double-quoted attribute value (whitespace kept as character references)."""
+    return _NOT_XML.sub("", value).translate(_ATTR_ESCAPES)
 
 
-def _uri(parent: etree._Element, tag: str, url: str, **attrs: str) -> etree._Element:
-    element = etree.SubElement(parent, _q(tag), attrs)
-    element.text = etree.CDATA(url)
-    return element
+def cdata(value: str) -> str:
+    """A CDATA section holding ``value`` exactly (after dropping non-XML characters)."""
+    clean = _NOT_XML.sub("", value)
+    return "<![CDATA[" + clean.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 def format_duration(milliseconds: int) -> str:
@@ -45,10 +72,9 @@ def format_duration(milliseconds: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class VastAd:
-    """Everything one ``<Ad>`` needs; URLs are already signed."""
+    """Everything one ``<Ad>`` needs, as plain values (the template is built from it)."""
 
     ad_id: str
-    serving_id: str
     title: str
     advertiser: str
     creative_id: str
@@ -57,51 +83,76 @@ class VastAd:
     duration_ms: int
     bitrate_kbps: int | None
     click_through: str | None
-    impression_url: str
-    error_url: str
-    tracking_urls: dict[str, str]
-    click_tracking_url: str | None
     categories: tuple[str, ...] = ()
-    sequence: int | None = None
 
 
-def _ad(root: etree._Element, ad: VastAd) -> None:
-    attrs = {"id": ad.ad_id, "adType": "audio"}
-    if ad.sequence is not None:
-        attrs["sequence"] = str(ad.sequence)
-    inline = _child(_child(root, "Ad", **attrs), "InLine")
-    _child(inline, "AdSystem", "Backbeat", version=__version__)
-    _uri(inline, "Error", ad.error_url)
-    _uri(inline, "Impression", ad.impression_url, id=ad.serving_id)
-    _child(inline, "AdServingId", ad.serving_id)
-    _child(inline, "AdTitle", ad.title)
-    _child(inline, "Advertiser", ad.advertiser)
-    for category in ad.categories:
-        _child(inline, "Category", category, authority=IAB_CATEGORY_AUTHORITY)
-    creative = _child(_child(inline, "Creatives"), "Creative", id=ad.creative_id, adId=ad.ad_id)
-    linear = _child(creative, "Linear")
-    events = _child(linear, "TrackingEvents")
-    for event in QUARTILE_EVENTS:
-        _uri(events, "Tracking", ad.tracking_urls[event], event=event)
-    _child(linear, "Duration", format_duration(ad.duration_ms))
-    media = {"delivery": "progressive", "type": ad.mime_type, "width": "0", "height": "0"}
-    if ad.bitrate_kbps:
-        media["bitrate"] = str(ad.bitrate_kbps)
-    _uri(_child(linear, "MediaFiles"), "MediaFile", ad.media_url, **media)
-    if ad.click_through or ad.click_tracking_url:
-        clicks = _child(linear, "VideoClicks")  # the XSD wants ClickTracking before ClickThrough
-        if ad.click_tracking_url:
-            _uri(clicks, "ClickTracking", ad.click_tracking_url, id=ad.creative_id)
-        if ad.click_through:
-            _uri(clicks, "ClickThrough", ad.click_through, id=ad.creative_id)
-    _child(creative, "UniversalAdId", ad.creative_id, idRegistry="Backbeat")
+class AdTemplate:
+    """One creative's ``<Ad>``, with its static parts escaped and joined ahead of time."""
+
+    __slots__ = ("_ad_open", "_middle", "_linear_tail", "_click_open", "_tail", "has_click")
+
+    def __init__(self, ad: VastAd) -> None:
+        ad_id, creative_id = xml_attr(ad.ad_id), xml_attr(ad.creative_id)
+        self._ad_open = f'<Ad id="{ad_id}" adType="audio"'
+        categories = "".join(
+            f'<Category authority="{IAB_CATEGORY_AUTHORITY}">{xml_text(category)}</Category>'
+            for category in ad.categories
+        )
+        self._middle = (
+            f"<AdTitle>{xml_text(ad.title)}</AdTitle>"
+            f"<Advertiser>{xml_text(ad.advertiser)}</Advertiser>{categories}"
+            f'<Creatives><Creative id="{creative_id}" adId="{ad_id}"><Linear><TrackingEvents>'
+        )
+        bitrate = f' bitrate="{ad.bitrate_kbps}"' if ad.bitrate_kbps else ""
+        self._linear_tail = (
+            f"</TrackingEvents><Duration>{format_duration(ad.duration_ms)}</Duration>"
+            f'<MediaFiles><MediaFile delivery="progressive" type="{xml_attr(ad.mime_type)}"'
+            f' width="0" height="0"{bitrate}>{cdata(ad.media_url)}</MediaFile></MediaFiles>'
+        )
+        self.has_click = ad.click_through is not None
+        # The XSD wants ClickTracking before ClickThrough.
+        self._click_open = f'<VideoClicks><ClickTracking id="{creative_id}">'
+        click_through = (
+            f'</ClickTracking><ClickThrough id="{creative_id}">{cdata(ad.click_through)}'
+            "</ClickThrough></VideoClicks>"
+            if ad.click_through is not None
+            else ""
+        )
+        self._tail = (
+            f'{click_through}</Linear><UniversalAdId idRegistry="Backbeat">{creative_id}'
+            "</UniversalAdId></Creative></Creatives></InLine></Ad>"
+        )
+
+    def render(self, serving_id: str, urls: Mapping[str, str], sequence: int | None) -> str:
+        """``urls`` holds the signed tracking URLs by event (``error``, ``impression``, …)."""
+        sequence_attr = f' sequence="{sequence}"' if sequence is not None else ""
+        parts = [
+            self._ad_open,
+            sequence_attr,
+            f'><InLine><AdSystem version="{_VERSION}">Backbeat</AdSystem><Error>',
+            cdata(urls["error"]),
+            f'</Error><Impression id="{xml_attr(serving_id)}">',
+            cdata(urls["impression"]),
+            f"</Impression><AdServingId>{xml_text(serving_id)}</AdServingId>",
+            self._middle,
+        ]
+        for event in QUARTILE_EVENTS:
+            parts.append(f'<Tracking event="{event}">{cdata(urls[event])}</Tracking>')
+        parts.append(self._linear_tail)
+        if self.has_click:
+            parts.append(self._click_open)
+            parts.append(cdata(urls["click"]))
+        parts.append(self._tail)
+        return "".join(parts)
 
 
-def render_vast(ads: Sequence[VastAd], *, no_fill_error_url: str | None = None) -> bytes:
-    """One document: the ads (a pod when several carry a sequence), or an empty no-fill."""
-    root = etree.Element(_q("VAST"), {"version": VAST_VERSION}, nsmap=_NSMAP)
-    for ad in ads:
-        _ad(root, ad)
-    if not ads and no_fill_error_url:
-        _uri(root, "Error", no_fill_error_url)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+_VERSION = xml_attr(__version__)
+
+
+def render_document(ads: Sequence[str], *, no_fill_error_url: str | None = None) -> bytes:
+    """One document: rendered ``<Ad>`` elements (a pod when they carry a sequence), or a no-fill."""
+    if ads:
+        return (_HEADER + "".join(ads) + _FOOTER).encode()
+    if no_fill_error_url:
+        return (_HEADER + "<Error>" + cdata(no_fill_error_url) + "</Error>" + _FOOTER).encode()
+    return (_HEADER[:-1] + "/>").encode()
