@@ -84,14 +84,12 @@ def add_history_and_forecast(
 
 
 def print_example_forecast(console: Console, settings: Settings, *, start: datetime) -> None:
-    """US mobile for the week after the replayed day, from the forecaster (when it is installed)."""
-    try:
-        from backbeat.forecast.service import Forecaster, ForecastQuery
-    except ImportError:  # the forecaster is not part of this build
-        return
+    """US mobile for the week after the replayed day, as a guaranteed buy at a $18 CPM."""
     from backbeat.db import make_engine, make_session_factory
+    from backbeat.forecast.service import Forecaster, ForecastQuery
     from backbeat.serving.snapshot import load_snapshot
 
+    started = time.monotonic()
     engine = make_engine(settings.resolved_database_url)
     try:
         with make_session_factory(engine)() as session:
@@ -107,11 +105,14 @@ def print_example_forecast(console: Console, settings: Settings, *, start: datet
             start_at=start,
             end_at=start + 7 * DAY,
             tier="guaranteed",
-            cpm=None,
+            cpm_micros=18_000_000,
             targeting=targeting,
-        )  # fmt: skip
+        )
     )
-    console.print(f"[bold]Forecast[/], US mobile, {start:%Y-%m-%d} + 7 days, as a guaranteed buy:")
+    console.print(
+        f"[bold]Forecast[/], US mobile, {start:%Y-%m-%d} + 7 days, as a guaranteed buy at $18 CPM "
+        f"(built and answered in {time.monotonic() - started:.1f} s):"
+    )
     for name in ("matched", "possible", "available", "reach", "clicks", "conversions"):
         estimate = getattr(result, name)
         console.print(
