@@ -541,3 +541,45 @@ def test_overview_shows_no_fill_reasons_from_the_decision_log(sqlite_url, tmp_pa
         row = re.search(r"<td>Empty break</td>.*?</tr>", table, re.S).group(0)
         assert re.search(r'<td class="num">7</td>', row), row
         assert re.search(r"no-[a-z-]+: 7", row) or re.search(r"[a-z-]+: 7", row), row
+
+
+# --- live forecast -------------------------------------------------------------------
+
+
+def test_live_forecast_is_the_forecast_apis_answer(client, clock):
+    import time
+
+    advertiser = create_advertiser(client)
+    start = datetime.fromtimestamp(clock.now, UTC) + timedelta(hours=1)
+    campaign = create_campaign(
+        client, advertiser["id"], start_at=start.isoformat(),
+        end_at=(start + timedelta(days=3)).isoformat(),
+    )  # fmt: skip
+    sign_in(client, ADMIN_KEY)
+    params = {"campaign_id": campaign["id"], "tier": "guaranteed", "cpm": "9.50",
+              "targeting": '{"countries": ["US"]}', "cap_count_0": "2", "cap_period_0": "day"}  # fmt: skip
+    deadline = time.monotonic() + 30
+    while (answer := client.get("/ui/forecast.json", params=params)).status_code == 503:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    assert answer.status_code == 200, answer.text
+    mine = answer.json()
+    assert mine["start_at"] == start.isoformat()
+    draft = {"start_at": mine["start_at"], "end_at": mine["end_at"], "tier": "guaranteed",
+             "cpm": "9.50", "targeting": {"countries": ["US"]},
+             "frequency_caps": [{"count": 2, "period": "day", "length": 1}]}  # fmt: skip
+    api = client.post("/v1/forecasts", json=draft, headers=ADMIN)
+    assert api.status_code == 200, api.text
+    for name in ("matched", "possible", "available", "reach"):
+        assert mine[name] == round(api.json()[name]["value"])
+    # bad targeting is refused with the API's reason; another advertiser's campaign is a 404
+    bad = client.get("/ui/forecast.json", params={**params, "targeting": '{"planets": []}'})
+    assert bad.status_code == 422
+    assert bad.json()["reason"] == api_reason(
+        client, "/v1/forecasts", {**draft, "targeting": {"planets": []}}
+    )
+    other = create_campaign(client, create_advertiser(client)["id"])
+    client.cookies.clear()
+    sign_in(client, bearer(advertiser_key(client, advertiser["id"])))
+    hidden = client.get("/ui/forecast.json", params={**params, "campaign_id": other["id"]})
+    assert hidden.status_code == 404

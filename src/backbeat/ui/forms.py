@@ -139,6 +139,20 @@ def line_item_body(
     return body
 
 
+def forecast_fields(params: dict[str, str], errors: FormErrors) -> dict[str, Any]:
+    """The forecast-relevant fields of the line item form (the flight comes from the campaign)."""
+    fields: dict[str, Any] = {
+        "tier": _blank_to_none(params.get("tier")),
+        "cpm": _blank_to_none(params.get("cpm")),
+        "goal_impressions": _blank_to_none(params.get("goal_impressions")),
+        "frequency_caps": caps_from_form(params),
+    }
+    targeting = parse_targeting(params.get("targeting"), errors)
+    if targeting is not None:
+        fields["targeting"] = targeting
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def creative_body(form: dict[str, str], *, line_item_id: int) -> dict[str, Any]:
     categories = [c.strip() for c in form.get("categories", "").split(",") if c.strip()]
     body: dict[str, Any] = {

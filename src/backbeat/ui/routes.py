@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
@@ -42,7 +42,7 @@ from backbeat.catalog.vocabulary import MIME_TYPES, CapPeriod, Pacing, Status, T
 from backbeat.errors import BackbeatError, InvalidInput, NotFound, PermissionDenied
 from backbeat.observability import log
 from backbeat.types import format_money
-from backbeat.ui import forms
+from backbeat.ui import forecasting, forms
 from backbeat.ui.context import LoginRequired, Viewer, codec, context, services_of, viewer
 from backbeat.ui.session import COOKIE, LIFETIME_SECONDS, LOGIN_COOKIE
 from backbeat.ui.views import (
@@ -67,6 +67,7 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+environment.filters["money"] = format_money
 templates = Jinja2Templates(env=environment)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 ACTIONS = {"pause": Status.PAUSED, "activate": Status.ACTIVE}
@@ -597,16 +598,10 @@ def _line_item_form(
             tiers=[t.value for t in Tier],
             pacings=[p.value for p in Pacing],
             periods=[p.value for p in CapPeriod],
-            forecast_url="/ui/forecast.json" if forecast_available() else None,
+            forecast_url="/ui/forecast.json" if forecasting.available(view.request) else None,
         ),
         status_code=status_code,
     )
-
-
-def forecast_available() -> bool:
-    from backbeat.ui import forecasting
-
-    return forecasting.available()
 
 
 @router.get("/campaigns/{campaign_id}/line-items/new")
@@ -687,9 +682,9 @@ def line_item_page(
         pacing=pacing,
         session=db,
     )
-    from backbeat.ui import forecasting
-
-    forecast = forecasting.forecast_vs_actual(services, item, campaign, row.totals.impressions)
+    forecast = forecasting.forecast_vs_actual(
+        request, view.principal, item, campaign, row.totals.impressions, view.now
+    )
     return render(
         request,
         "line_item.html",
@@ -821,3 +816,26 @@ def podcasts_csv(request: Request, services: ServicesDep, db: SessionDep) -> Res
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="downloads.csv"'},
     )
+
+
+@router.get("/forecast.json")
+def forecast_json(request: Request, services: ServicesDep, db: SessionDep) -> Response:
+    """A live forecast of the draft on the booking form (matched, available, reach)."""
+    try:
+        view = viewer(request, services, db)
+        raw = request.query_params.get("campaign_id", "")
+        if not raw.isdigit():
+            raise InvalidInput("campaign_id must be an id", reason="invalid-campaign-id")
+        campaign = get_campaign(db, view.principal, int(raw))
+        errors = forms.FormErrors()
+        fields = forms.forecast_fields(dict(request.query_params), errors)
+        if errors:
+            reason, message = errors.summary  # type: ignore[misc]
+            raise InvalidInput(message, reason=reason)
+        answer = forecasting.forecast_draft(request, view.principal, campaign, view.now, fields)
+    except LoginRequired:
+        return JSONResponse({"reason": "login-required", "detail": "sign in"}, status_code=401)
+    except BackbeatError as error:
+        status = 404 if isinstance(error, NotFound) else error.status
+        return JSONResponse({"reason": error.reason, "detail": error.detail}, status_code=status)
+    return JSONResponse(answer)

@@ -28,7 +28,8 @@
       if (name.indexOf("Planned") === 0) { set.borderDash = [6, 4]; }
       return set;
     });
-    var scales = { x: { ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 12 } }, y: { beginAtZero: true } };
+    var xTicks = kind === "bar" ? { autoSkip: false } : { maxRotation: 0, autoSkip: true, maxTicksLimit: 12 };
+    var scales = { x: { ticks: xTicks }, y: { beginAtZero: true } };
     if (datasets.some(function (d) { return d.yAxisID === "y2"; })) {
       scales.y2 = { beginAtZero: true, position: "right", grid: { drawOnChartArea: false } };
     }
@@ -59,9 +60,18 @@
       error: document.getElementById("forecast-error")
     };
     function fmt(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString(); }
+    var form = textarea.form;
+    var FIELDS = ["tier", "cpm", "goal_impressions", "cap_count_0", "cap_length_0", "cap_period_0",
+                  "cap_count_1", "cap_length_1", "cap_period_1", "cap_count_2", "cap_length_2",
+                  "cap_period_2", "targeting"];
     function run() {
       var mine = ++seq;
-      var params = new URLSearchParams({ campaign_id: textarea.dataset.campaignId, targeting: textarea.value });
+      // Only the draft's fields: never the CSRF token (URLs end up in logs).
+      var params = new URLSearchParams({ campaign_id: textarea.dataset.campaignId });
+      FIELDS.forEach(function (name) {
+        var input = form.elements.namedItem(name);
+        if (input && input.value !== "") { params.set(name, input.value); }
+      });
       fetch(url + "?" + params.toString(), { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
         .then(function (res) {
@@ -71,7 +81,8 @@
             out.error.hidden = false;
             return;
           }
-          out.error.hidden = true;
+          out.error.hidden = !res.body.note;
+          out.error.textContent = res.body.note || "";
           out.matched.textContent = fmt(res.body.matched);
           out.available.textContent = fmt(res.body.available);
           out.reach.textContent = fmt(res.body.reach);
@@ -79,7 +90,11 @@
         })
         .catch(function () { out.error.textContent = "forecast unavailable"; out.error.hidden = false; });
     }
-    textarea.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(run, 300); });
+    function later() { clearTimeout(timer); timer = setTimeout(run, 300); }
+    FIELDS.forEach(function (name) {
+      var input = form.elements.namedItem(name);
+      if (input) { input.addEventListener("input", later); input.addEventListener("change", later); }
+    });
     run();
   }
 
