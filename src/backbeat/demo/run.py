@@ -315,6 +315,10 @@ def run_demo(
         f"`backbeat serve` now serves this book (admin key in {settings.var_dir}/admin.key "
         "unless BACKBEAT_ADMIN_KEY is set)."
     )
+    console.print(
+        "Dashboard: run `backbeat serve`, open [bold]http://127.0.0.1:8000/ui/[/] and sign in "
+        f"with the admin key from {settings.var_dir}/admin.key (or BACKBEAT_ADMIN_KEY)."
+    )
     return {"tally": tally, "run": run, "reports": reports, "booked": booked}
 
 
