@@ -27,3 +27,13 @@ def client(sqlite_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[TestCl
     settings = make_settings(sqlite_url, tmp_path / "var")
     with TestClient(create_app(settings, clock=clock)) as test_client:
         yield test_client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the browser tests left their screenshots."""
+    import sys
+
+    module = sys.modules.get("test_browser")
+    shots = getattr(module, "SHOTS", None)
+    if shots:
+        terminalreporter.write_line(f"dashboard screenshots ({len(shots)}): {module.ARTIFACTS}")

@@ -146,7 +146,6 @@ def browser(live: dict[str, Any]) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-    print(f"\ndashboard screenshots: {ARTIFACTS}")  # noqa: T201 - where the artifacts are
 
 
 @pytest.fixture
@@ -164,8 +163,13 @@ def page(browser: Any, live: dict[str, Any]) -> Iterator[Any]:
     context.close()
 
 
+SHOTS: list[Path] = []  # listed at the end of the run by conftest's terminal summary
+
+
 def shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    SHOTS.append(path)
 
 
 def sign_in(page: Any, key: str) -> None:
