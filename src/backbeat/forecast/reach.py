@@ -11,9 +11,10 @@ to the window's forecast volume: ``reach = forecast impressions / frequency``. W
 longer than the history extrapolate the reach curve ``reach ~ t^kappa`` measured at half
 and the whole history.
 
-A draft delivering only a share ``q`` of the matched requests reaches a listener with
-``f`` of them with probability ``1 - (1 - q)^f``; frequency caps bound each listener's
-count per cap window (windows aligned to UTC like the ad server's counters).
+A draft delivering a share ``q`` of the matched requests reaches a listener expected to
+make ``f`` of them with probability ``1 - exp(-q f)`` (a listener's count in a future
+window is Poisson around its expectation); frequency caps bound each listener's count per
+cap window (windows aligned to UTC like the ad server's counters).
 """
 
 from __future__ import annotations
@@ -153,10 +154,9 @@ def estimate_reach(
     if delivered is None:
         delivered = usable_total
     share = min(max(delivered / usable_total, 0.0), 1.0) if usable_total > 0 else 0.0
-    if share >= 1.0:
-        reached = (capped > 0).astype(np.float64)
-    else:
-        reached = -np.expm1(np.log1p(-share) * np.maximum(capped, 0.0))
+    # A listener expected to hear ``f`` of the draft's ads hears at least one with
+    # probability 1 - exp(-f) (their count in a future window is Poisson around ``f``).
+    reached = -np.expm1(-share * np.maximum(capped, 0.0))
     reach = float((reached / p).sum()) * basis.growth
     variance = float((reached**2 * (1.0 - p) / p**2).sum()) * basis.growth**2
     relative = math.sqrt(variance) / reach if reach > 0 else 0.0
