@@ -583,3 +583,27 @@ def test_live_forecast_is_the_forecast_apis_answer(client, clock):
     sign_in(client, bearer(advertiser_key(client, advertiser["id"])))
     hidden = client.get("/ui/forecast.json", params={**params, "campaign_id": other["id"]})
     assert hidden.status_code == 404
+
+
+# --- promotion -----------------------------------------------------------------------
+
+
+def test_promotion_pages_show_only_the_callers_campaigns(client):
+    booked = two_advertisers(client)
+
+    def promote(advertiser: dict, name: str) -> dict:
+        body = {"advertiser_id": advertiser["id"], "name": name, "item_id": "rel-1",
+                "artist_id": "art-1", "start_at": "2026-09-01T00:00:00Z",
+                "end_at": "2026-10-01T00:00:00Z", "budget": "100", "price": "2.00"}  # fmt: skip
+        response = client.post("/v1/promotion-campaigns", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    mine, theirs = promote(booked["a"], "Alpha album"), promote(booked["b"], "Bravo single")
+    sign_in(client, bearer(booked["key_a"]))
+    listing = client.get("/ui/promotion")
+    assert listing.status_code == 200
+    assert "Alpha album" in listing.text and "Bravo single" not in listing.text
+    assert client.get(f"/ui/promotion/{mine['id']}").status_code == 200
+    hidden = client.get(f"/ui/promotion/{theirs['id']}")
+    assert hidden.status_code == 404 and "Bravo" not in hidden.text

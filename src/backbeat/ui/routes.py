@@ -839,3 +839,25 @@ def forecast_json(request: Request, services: ServicesDep, db: SessionDep) -> Re
         status = 404 if isinstance(error, NotFound) else error.status
         return JSONResponse({"reason": error.reason, "detail": error.detail}, status_code=status)
     return JSONResponse(answer)
+
+
+@router.get("/promotion")
+@page
+def promotion_list(request: Request, services: ServicesDep, db: SessionDep) -> Response:
+    from backbeat.ui.promotion import promotion_overview
+
+    view = viewer(request, services, db)
+    rows = promotion_overview(db, view.principal)
+    return render(request, "promotion.html", context(view, rows=rows))
+
+
+@router.get("/promotion/{campaign_id}")
+@page
+def promotion_page(
+    campaign_id: int, request: Request, services: ServicesDep, db: SessionDep
+) -> Response:
+    from backbeat.ui.promotion import promotion_campaign
+
+    view = viewer(request, services, db)
+    data = promotion_campaign(db, view.principal, campaign_id)
+    return render(request, "promotion_campaign.html", context(view, data=data))
