@@ -99,6 +99,12 @@ def admin_key_for(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+# The client lets idle connections go well before the server does (75 s by default): a
+# connection reused just as the server closes it is reset (seen at 5 s against 5 s).
+CLIENT_KEEPALIVE_SECONDS = 5.0
+RETRIES = 3
+
+
 def _serve(settings: Settings, clock: SimClock, port: int) -> None:
     uvicorn.run(
         create_app(settings, clock=clock),
@@ -106,7 +112,23 @@ def _serve(settings: Settings, clock: SimClock, port: int) -> None:
         port=port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
+
+
+def get_with_retries(
+    client: httpx.Client, url: str, *, retries: int = RETRIES, **kwargs: Any
+) -> httpx.Response:
+    """GET, retried on transport errors: ad requests and pixels are idempotent (a pixel is
+    counted once per decision id), so a reset connection costs a retry, never the run."""
+    for attempt in range(retries + 1):
+        try:
+            return client.get(url, **kwargs)
+        except httpx.TransportError:
+            if attempt == retries:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 class DemoServer:
@@ -160,7 +182,13 @@ def _play(
         "segments": ",".join(listener.segments),
     }
     headers = {"User-Agent": listener.user_agent, "X-Device-IP": listener.ip}
-    response = client.get("/vast", params=params, headers=headers)
+    try:
+        response = get_with_retries(client, "/vast", params=params, headers=headers)
+    except httpx.TransportError:
+        with tally.lock:
+            tally.requests += 1
+            tally.errors += 1
+        return
     urls: dict[str, str] = {}
     if response.status_code == 200:
         root = etree.fromstring(response.content)
@@ -175,13 +203,19 @@ def _play(
     fired = rejected = errors = 0
     if urls:
         for event in player_events(rng, "click" in urls):
-            status = client.get(urls[event], headers=headers).status_code
+            try:
+                status = get_with_retries(client, urls[event], headers=headers).status_code
+            except httpx.TransportError:
+                status = 0
             fired += 1
             errors += status != 204
         if rng.random() < 0.002:  # a tampered pixel: must be refused, never counted
-            status = client.get(
-                urls["impression"].replace("&p=", "&p=9"), headers=headers
-            ).status_code
+            try:
+                status = get_with_retries(
+                    client, urls["impression"].replace("&p=", "&p=9"), headers=headers
+                ).status_code
+            except httpx.TransportError:
+                status = 0
             rejected += status == 403
     with tally.lock:
         tally.requests += 1
@@ -232,7 +266,11 @@ def run_demo(
         httpx.Client(
             base_url=run_settings.public_base_url,
             headers={"Authorization": f"Bearer {admin_key}"},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            limits=httpx.Limits(
+                max_connections=32,
+                max_keepalive_connections=32,
+                keepalive_expiry=CLIENT_KEEPALIVE_SECONDS,
+            ),
             timeout=30,
         ) as client,
     ):
