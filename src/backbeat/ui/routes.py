@@ -359,9 +359,7 @@ def _write(
         view.db.rollback()
         forms.record_error(error, errors)
         return None
-    except BackbeatError as error:
-        if isinstance(error, NotFound) and error.reason != "campaign-not-found":
-            raise
+    except BackbeatError as error:  # a parent not found, a conflict, a stale version
         view.db.rollback()
         forms.record_error(error, errors)
         return None
