@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -111,6 +112,20 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the OpenAPI document offers on this path (Starlette names only the first
+    route's, and FastAPI keeps included routers opaque)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in item if method.isalpha()}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(BackbeatError)
     async def _backbeat(request: Request, error: BackbeatError) -> JSONResponse:
@@ -136,14 +151,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         reasons = {404: "not-found", 405: "method-not-allowed"}
         reason = reasons.get(error.status_code, f"http-{error.status_code}")
-        # Keeps the router's headers: a 405 names the methods the path has (``Allow``).
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return problem(
             error.status_code,
             str(error.detail),
             reason,
             str(error.detail),
             request.url.path,
-            headers=dict(error.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
