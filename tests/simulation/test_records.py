@@ -28,7 +28,7 @@ START = datetime(2026, 3, 2, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def traffic():
     return simulate_traffic(
-        TrafficConfig.starting(START, days=7, daily_requests=3000, listeners=4000, seed=3)
+        TrafficConfig.starting(START, days=7, daily_requests=1500, listeners=2500, seed=3)
     )
 
 
