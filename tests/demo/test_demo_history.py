@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from backbeat.config import Settings
 from backbeat.demo.history import demo_slot_ids, write_demo_history
 from backbeat.forecast.history import read_history
@@ -21,6 +23,7 @@ def test_slot_ids_follow_surface_and_position():
     assert demo_slot_ids(SLOTS) == (12, 11, 13, 14)
 
 
+@pytest.mark.slow
 def test_history_ends_before_the_replayed_day_and_forecasts_from_it(tmp_path):
     settings = Settings(var_dir=tmp_path / "var", log_level="WARNING")
     replayed = datetime(2026, 11, 29, tzinfo=UTC)
