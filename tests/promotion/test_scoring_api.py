@@ -47,7 +47,9 @@ def world(small_world):
     for item in (int(r) for r in promoted if int(r) in streamed):
         for listener in np.unique(listens["listener"][recent & (listens["release"] == item)]):
             seen = set(exposures["release"][exposures["listener"] == listener].tolist())
-            seen |= set(listens["release"][recent & (listens["listener"] == listener)].tolist()) - {item}
+            seen |= set(listens["release"][recent & (listens["listener"] == listener)].tolist()) - {
+                item
+            }
             others = [int(r) for r in promoted if int(r) != item and int(r) not in seen]
             if len(others) >= 4 and item not in seen:
                 break
