@@ -354,8 +354,9 @@ def run_demo(
         "unless BACKBEAT_ADMIN_KEY is set)."
     )
     console.print(
-        "Dashboard: run `backbeat serve`, open [bold]http://127.0.0.1:8000/ui/[/] and sign in "
-        f"with the admin key from {settings.var_dir}/admin.key (or BACKBEAT_ADMIN_KEY)."
+        f"Dashboard: run `BACKBEAT_ADMIN_KEY=$(cat {settings.var_dir}/admin.key) backbeat serve` "
+        "(or with your BACKBEAT_ADMIN_KEY), open [bold]http://127.0.0.1:8000/ui/[/] and sign in "
+        "with that key."
     )
     return {"tally": tally, "run": run, "reports": reports, "booked": booked}
 
