@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from backbeat.measurement.accesslogs import (
     CLF_TIME_FORMAT,
     COMBINED,
     COMBINED_PATTERN,
+    MAX_BYTES,
     STRICT_CLF_TIME,
     MalformedLine,
     RejectReason,
@@ -31,6 +33,7 @@ from backbeat.measurement.accesslogs import (
     parse_clf_time,
     parse_line,
     parse_request_line,
+    parse_rfc3339,
 )
 from backbeat.measurement.downloads.report import day_to_iso
 from backbeat.measurement.downloads.rules import (
@@ -215,6 +218,151 @@ def _parse_combined_fast(lines: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
     return batch, slow
 
 
+_JSON_SCHEMA = pa.schema(
+    [
+        ("ts", pa.string()),
+        ("ip", pa.string()),
+        ("method", pa.string()),
+        ("path", pa.string()),
+        ("status", pa.int64()),
+        ("bytes", pa.int64()),
+        ("range", pa.string()),
+        ("user_agent", pa.string()),
+        ("referer", pa.string()),
+    ]
+)
+_JSON_PARSE = pa_json.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="ignore")
+# A whole-second UTC stamp, the shape CDNs write; anything else goes to parse_rfc3339.
+_STRICT_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+_SMALLEST_JSON_BLOCK = 256
+
+
+def _read_json_block(lines: pa.Array) -> pa.Table | None:
+    """Arrow's JSON reader over the lines (one object each), or None if any line fails it."""
+    joined = pc.binary_join_element_wise(lines, "", "\n")
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    _, offsets, data = joined.buffers()
+    bounds = np.frombuffer(offsets, np.int32)[joined.offset :][[0, len(joined)]]
+    buffer = data.slice(int(bounds[0]), int(bounds[1]) - int(bounds[0]))
+    size = max(int(bounds[1]) - int(bounds[0]), 1)
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(buffer),
+            read_options=pa_json.ReadOptions(block_size=size + 1, use_threads=False),
+            parse_options=_JSON_PARSE,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table if table.num_rows == len(lines) else None
+
+
+def _json_tables(lines: pa.Array) -> tuple[list[tuple[pa.Table, pa.Array]], list[pa.Array]]:
+    """Parse with Arrow, halving any block that fails down to small blocks left to the
+    scalar parser (which names each bad line's reason)."""
+    tables: list[tuple[pa.Table, pa.Array]] = []
+    slow: list[pa.Array] = []
+    pending = [lines]
+    while pending:
+        block = pending.pop()
+        table = _read_json_block(block) if len(block) else None
+        if table is not None:
+            tables.append((table.combine_chunks(), block))
+        elif len(block) <= _SMALLEST_JSON_BLOCK:
+            slow.append(block)
+        else:
+            half = len(block) // 2
+            pending += [block.slice(half), block.slice(0, half)]
+    return tables, slow
+
+
+def _rfc3339_times(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """UTC microseconds and validity: vectorised for whole-second ``Z`` stamps, else by
+    :func:`parse_rfc3339` once per distinct value."""
+    strict = pc.fill_null(pc.match_substring_regex(texts, _STRICT_RFC3339), False)
+    fast = pc.strptime(
+        pc.if_else(strict, texts, None), format="%Y-%m-%dT%H:%M:%SZ", unit="s", error_is_null=True
+    )
+    done = np.asarray(pc.is_valid(fast))
+    ts_us = pc.fill_null(pc.cast(fast, pa.int64()), 0).to_numpy() * 1_000_000
+    slow_rows = np.flatnonzero(~done)
+    slow, slow_idx = per_distinct(
+        texts.take(pa.array(slow_rows, pa.int64())),
+        _or_none(lambda text: None if text is None else parse_rfc3339(text)),
+    )
+    ok = done.copy()
+    ok[slow_rows] = _column([value is not None for value in slow], slow_idx, bool)
+    ts_us[slow_rows] = _column([value or 0 for value in slow], slow_idx, np.int64)
+    return ts_us, ok
+
+
+def _parse_jsonl_fast(lines: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
+    """Parse JSON Lines with Arrow where every field is as the scalar parser would accept
+    it; return the other lines for :func:`parse_jsonl`, which names their reasons."""
+    looks_like_object = pc.and_(
+        pc.starts_with(lines, "{"), pc.ends_with(pc.utf8_rtrim_whitespace(lines), "}")
+    )
+    candidates = pc.filter(lines, looks_like_object)
+    slow = [pc.filter(lines, pc.invert(looks_like_object))]
+    tables, failed = _json_tables(candidates)
+    slow += failed
+    batches = []
+    for table, block in tables:
+        batch, rest = _json_requests(table, block)
+        batches.append(batch)
+        slow.append(rest)
+    parsed = (
+        pa.Table.from_batches(batches, schema=PARSED_SCHEMA).combine_chunks().to_batches()
+        if batches
+        else []
+    )
+    return (
+        parsed[0] if parsed else _requests_batch([]),
+        pa.concat_arrays([a.cast(pa.string()) for a in slow])
+        if slow
+        else pa.array([], pa.string()),
+    )
+
+
+def _json_requests(table: pa.Table, lines: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
+    """Rows of one parsed block valid by :func:`parse_jsonl`'s checks; the rest as lines."""
+    col = {name: table.column(name).combine_chunks() for name in _JSON_SCHEMA.names}
+    checks = [pc.greater(pc.utf8_length(col[name]), 0) for name in ("ts", "ip", "method", "path")]
+    checks += [
+        pc.string_is_ascii(col["method"]),
+        pc.ascii_is_alpha(col["method"]),
+        pc.and_(pc.greater_equal(col["status"], 100), pc.less_equal(col["status"], 999)),
+        pc.and_(pc.greater_equal(col["bytes"], 0), pc.less(col["bytes"], MAX_BYTES)),
+    ]
+    ok = np.ones(len(lines), bool)
+    for check in checks:
+        ok &= np.asarray(pc.fill_null(check, False))
+    ts_us, ts_ok = _rfc3339_times(pc.if_else(pa.array(ok), col["ts"], None))
+    ok &= ts_ok
+    keep = pa.array(ok)
+
+    def optional(name: str, empty: str | None = None) -> pa.Array:
+        values = pc.filter(col[name], keep)
+        blank = pc.fill_null(pc.equal(values, ""), True)
+        return pc.if_else(blank, pa.scalar(empty, pa.string()), values)
+
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(ts_us[ok], pa.int64()),
+            pc.filter(col["ip"], keep),
+            pc.utf8_upper(pc.filter(col["method"], keep)),
+            pc.filter(col["path"], keep),
+            pc.cast(pc.filter(col["status"], keep), pa.int32()),
+            pc.filter(col["bytes"], keep),
+            optional("range"),
+            optional("user_agent", ""),
+            optional("referer"),
+        ],
+        schema=PARSED_SCHEMA,
+    )
+    return batch, pc.filter(lines, pc.invert(keep))
+
+
 def parse_batch(raw_lines: pa.Array, fmt: str = COMBINED) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """Parse a batch of log lines into requests and rejects (``reason``, ``line``)."""
     lines, rejects = decode_lines(raw_lines)
@@ -222,7 +370,7 @@ def parse_batch(raw_lines: pa.Array, fmt: str = COMBINED) -> tuple[pa.RecordBatc
     if fmt == COMBINED:
         parsed, slow = _parse_combined_fast(lines)
     else:
-        parsed, slow = _requests_batch([]), lines
+        parsed, slow = _parse_jsonl_fast(lines)
     requests, slow_rejects = _parse_scalar(slow.to_pylist(), fmt)
     if requests:
         parsed = (
