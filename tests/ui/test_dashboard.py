@@ -607,3 +607,41 @@ def test_promotion_pages_show_only_the_callers_campaigns(client):
     assert client.get(f"/ui/promotion/{mine['id']}").status_code == 200
     hidden = client.get(f"/ui/promotion/{theirs['id']}")
     assert hidden.status_code == 404 and "Bravo" not in hidden.text
+
+
+# --- podcasts ------------------------------------------------------------------------
+
+
+def test_podcasts_page_sums_downloads_by_episode_day_and_app(client):
+    from datetime import date
+
+    from backbeat.measurement.models import DownloadDaily
+
+    rows = [  # day, show, episode, app, downloads: split by app
+        (date(2026, 9, 1), "show-a", "ep-1", "Apple Podcasts", 30),
+        (date(2026, 9, 1), "show-a", "ep-1", "Spotify", 12),
+        (date(2026, 9, 2), "show-a", "ep-1", "Spotify", 5),
+        (date(2026, 9, 2), "show-b", "ep-9", "Overcast", 7),
+    ]
+    with client.app.state.services.sessions() as session:
+        session.add_all(
+            DownloadDaily(date=d, show_id=s, episode_id=e, app=a, downloads=n)
+            for d, s, e, a, n in rows
+        )
+        session.commit()
+    sign_in(client, ADMIN_KEY)
+    html = client.get("/ui/podcasts").text
+    episodes = json_block(html, "episodes-chart-data")
+    assert episodes["labels"] == ["2026-09-01", "2026-09-02"]
+    assert episodes["series"] == {"ep-1": [42, 5], "ep-9": [0, 7]}
+    apps = json_block(html, "apps-chart-data")
+    assert dict(zip(apps["labels"], apps["series"]["Downloads"], strict=True)) == {
+        "Apple Podcasts": 30, "Spotify": 17, "Overcast": 7,
+    }  # fmt: skip
+    listed = list(csv.reader(io.StringIO(client.get("/ui/podcasts/downloads.csv").text)))
+    assert listed[0] == ["date", "show_id", "episode_id", "app", "downloads"]
+    assert sorted(tuple(r) for r in listed[1:]) == sorted(
+        (d.isoformat(), s, e, a, str(n)) for d, s, e, a, n in rows
+    )
+    only_b = json_block(client.get("/ui/podcasts?show=show-b").text, "episodes-chart-data")
+    assert only_b["series"] == {"ep-9": [7]}

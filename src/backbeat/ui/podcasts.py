@@ -2,8 +2,8 @@
 
 The download pipeline (``backbeat measure downloads``) writes ``download_daily``: IAB
 downloads per UTC day and episode, split by app when run with ``--by app`` (rows with
-``app = ""`` are unsplit totals). Excluded requests by reason are read from the
-measurement runs' table when the pipeline records it (``download_exclusions_daily``).
+``app = ""`` are unsplit totals). Excluded requests by reason are not kept in the tables
+(the count prints them), so the page says so rather than show a number.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backbeat.measurement.models import DownloadDaily
@@ -68,16 +68,4 @@ def downloads(session: Session, show: str | None = None) -> Downloads:
     for (_, episode), _n in ranked[:TOP_EPISODES]:
         data.by_episode[episode] = [per_day.get((d, episode), 0) for d in days]
     data.by_app = sorted(per_app.items(), key=lambda kv: (-kv[1], kv[0]))
-    data.excluded = _excluded(session)
     return data
-
-
-def _excluded(session: Session) -> list[tuple[str, int]] | None:
-    """Excluded requests by reason, if the measurement tables record them."""
-    table = "download_exclusions_daily"
-    if not inspect(session.get_bind()).has_table(table):
-        return None
-    rows = session.execute(
-        text(f"SELECT reason, SUM(requests) FROM {table} GROUP BY reason ORDER BY 2 DESC")
-    ).all()
-    return [(str(reason), int(n or 0)) for reason, n in rows]
