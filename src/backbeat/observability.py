@@ -84,6 +84,10 @@ SNAPSHOT_REFRESHES = Counter("backbeat_catalog_snapshot_refreshes_total", "Snaps
 EVENTLOG_APPEND_FAILURES = Counter(
     "backbeat_eventlog_append_failures_total", "Events not made durable"
 )
+EVENTLOG_UNAWAITED_DROPPED = Counter(
+    "backbeat_eventlog_unawaited_dropped_total",
+    "Records nobody waited for (decision log, fills, rejected pixels) lost to failed writes",
+)
 DECISION_LOG_DROPPED = Counter(
     "backbeat_decision_log_dropped_total",
     "Decision-log (opportunity) records that could not be written to the event log",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -52,10 +53,21 @@ from backbeat.eventlog.framing import (
     EventLogClosed,
     EventLogUnavailable,
 )
+from backbeat.observability import EVENTLOG_APPEND_FAILURES, EVENTLOG_UNAWAITED_DROPPED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import TracebackType
+
+
+# After a failed write (a full disk, say) no new segment is opened for this long, doubling
+# per consecutive failure: batches in between fail at once, with no file created.
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+
+
+class _BackingOff(OSError):
+    """A batch refused without touching the disk, while backing off after failures."""
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -137,6 +149,9 @@ class EventLogWriter:
         self.bytes_written = 0
         self.segments_created = 0
         self.failed_batches = 0
+        self.records_dropped = 0  # records nobody waited for, lost to failed writes
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
 
         self._thread = threading.Thread(
             target=self._run, name=f"eventlog-writer-{self.writer_id}", daemon=True
@@ -303,13 +318,39 @@ class EventLogWriter:
         except Exception as exc:
             self.failed_batches += 1
             segment = self._segment_name
+            holds_nothing = self._segment_size == 0
             # The segment may now end in a partial record that would hide anything
             # appended after it, so it is abandoned; the next batch starts a new one.
             with contextlib.suppress(OSError):
                 self._close_segment()
+            if segment and holds_nothing:
+                # Nothing in it was acknowledged: remove it rather than leave a file per
+                # failure (a full disk would otherwise fill the directory with empty ones).
+                with contextlib.suppress(OSError):
+                    os.unlink(self.directory / segment)
+            if not isinstance(exc, _BackingOff):  # a refusal during back-off does not extend it
+                self._back_off()
+            self._count_failure(batch, len(payloads))
             _settle(batch, _unavailable(exc, self.directory, segment))
             return
+        self._backoff_s = 0.0
         _settle(batch, None)
+
+    def _back_off(self) -> None:
+        """After failed writes, open no new segment for a while: the first retry is at once
+        (a one-off I/O error costs nothing), then 50 ms, doubling up to 1 s."""
+        wait = self._backoff_s
+        self._backoff_s = min(max(self._backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+        self._retry_at = time.monotonic() + wait
+
+    def _count_failure(self, batch: list[_Pending], records: int) -> None:
+        unawaited = sum(
+            len(item.payloads) for item in batch if item.future is None and item.waiter is None
+        )
+        self.records_dropped += unawaited
+        EVENTLOG_APPEND_FAILURES.inc(records)
+        if unawaited:
+            EVENTLOG_UNAWAITED_DROPPED.inc(unawaited)
 
     def _write(self, payloads: list[bytes]) -> None:
         parts: list[bytes] = []
@@ -336,6 +377,8 @@ class EventLogWriter:
 
     def _write_parts(self, parts: list[bytes], size: int) -> None:
         if self._fd is None:
+            if time.monotonic() < self._retry_at:
+                raise _BackingOff(errno.EAGAIN, "backing off after a failed write")
             self._open_segment()
         assert self._fd is not None
         _write_all(self._fd, b"".join(parts))
