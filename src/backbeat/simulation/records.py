@@ -251,6 +251,8 @@ def write_history(
             if len(pending) >= batch:
                 futures.append(writer.append_many(pending))
                 pending = []
+                if len(futures) > 2:  # bound what waits in memory for the disk
+                    futures.pop(0).result()
         if pending:
             futures.append(writer.append_many(pending))
         for future in futures:
