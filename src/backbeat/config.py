@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     tracking_ttl_seconds: int = 7 * 24 * 3600
     catalog_poll_seconds: float = 1.0
     redis_url: str | None = None
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; set to also publish events there"
+    )
+    kafka_topic: str = "backbeat-events"
     allocation_plan_path: Path | None = None
     decision_log_sample: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Share of ad requests logged"

@@ -17,6 +17,7 @@ from backbeat import __version__
 from backbeat.api.deps import Services
 from backbeat.api.hot_paths import HotPaths, document_hot_paths
 from backbeat.api.middleware import Guard, MetricsMiddleware
+from backbeat.api.openapi import document_problems
 from backbeat.api.problems import install_problem_handlers
 from backbeat.api.routes import catalog, health, keys, reports, serving
 from backbeat.api.routes import forecasts as forecast_routes
@@ -78,6 +79,12 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         ledger.seed(line_items=line_items, campaigns=campaigns)
     # No linger: batches form by themselves while the previous fsync runs.
     event_log = EventLogWriter(Path(settings.resolved_event_log_dir), max_delay_s=0.0)
+    if settings.kafka_bootstrap:
+        # Tracking and decision-log records are also published, after the local fsync.
+        from backbeat.measurement.kafka import KafkaPublisher, PublishingEventLog
+
+        publisher = KafkaPublisher(settings.kafka_bootstrap, settings.kafka_topic)
+        event_log = PublishingEventLog(event_log, publisher)  # type: ignore[assignment]
     ad_server = AdServer(
         session_factory=sessions,
         ledger=ledger,
@@ -186,4 +193,5 @@ def create_app(
     mount_ui(app, secret=lambda: load_signing_key(settings))
     app.add_middleware(MetricsMiddleware)
     document_hot_paths(app)
+    document_problems(app)  # after the hot paths, so they are completed too
     return Guard(HotPaths(app), settings)
