@@ -16,10 +16,12 @@ from backbeat.forecast.service import Forecaster, ForecastQuery
 from backbeat.forecast.synthetic import synthetic_table
 
 
-def write_log(directory: Path, rows: int = 3000, *, seed: int = 5, after: int = 0) -> None:
+def write_log(
+    directory: Path, rows: int = 3000, *, seed: int = 5, after: int = 0, days: float = 14
+) -> None:
     """Opportunity records shaped like ``AdServer._log_opportunity``, with impressions and
     clicks for some decisions; ``after`` more opportunities dated after ``NOW``."""
-    table = synthetic_table(rows, days=14, end=NOW, seed=seed)
+    table = synthetic_table(rows, days=days, end=NOW, seed=seed)
     writer = EventLogWriter(directory, max_delay_s=0.0)
     payloads = []
     for row in range(table.size):

@@ -32,7 +32,7 @@ from scipy import sparse
 
 from backbeat.catalog.vocabulary import TIER_RANK, Tier
 from backbeat.forecast.projection import Projection
-from backbeat.forecast.sample import WEEK_HOURS, SupplySample
+from backbeat.forecast.sample import SupplySample
 from backbeat.observability import log
 from backbeat.serving.snapshot import ServableLineItem
 
@@ -63,11 +63,11 @@ def remaining_need(
 
 @dataclass
 class Atoms:
-    """Rows grouped by (booked eligibility signature, stratum, hour of week)."""
+    """Rows grouped by (booked eligibility signature, stratum, phase)."""
 
     of_row: np.ndarray  # int32 atom per sample row
     stratum: np.ndarray  # (A,) int64
-    how: np.ndarray  # (A,) int64
+    phase: np.ndarray  # (A,) int64 hour of week (or of day, see ``Projection.period``)
     weight: np.ndarray  # (A,) float64 total sample weight
 
     @property
@@ -82,10 +82,10 @@ class BookedAllocation:
     alpha: np.ndarray  # (m,) full-sample shares
     allocated: np.ndarray  # (m,) what HWM gives each on the subsample
     atoms: Atoms
-    remaining: dict[int, np.ndarray]  # tier rank -> (weeks, A) float32 supply left
+    remaining: dict[int, np.ndarray]  # tier rank -> (cycles, A) float32 share left
     sub_rows: np.ndarray  # subsample row indices
-    sub_nodes_hour: np.ndarray  # (weeks * R,) future hour index of each node
-    taken: sparse.csr_matrix | None  # (m, weeks * R) impressions each item takes per node
+    sub_nodes_hour: np.ndarray  # (cycles * R,) future hour index of each node
+    taken: sparse.csr_matrix | None  # (m, cycles * R) impressions each item takes per node
 
     def level_for(self, tier: str) -> np.ndarray | None:
         """Supply left for a draft of ``tier`` after the items that outrank it (None: all)."""
@@ -134,7 +134,7 @@ def compute_booked(
     matcher = sample.matcher
     n = sample.size
     rng = np.random.default_rng(seed)
-    weeks = projection.weeks
+    cycles, period = projection.cycles, projection.period
     full_window = projection.window(now, projection.end)
     unit = projection.scale * full_window[None, :]  # (S, H) requests per sample weight
 
@@ -158,14 +158,14 @@ def compute_booked(
     if sub_weight.sum() > 0:
         sub_weight = sub_weight * (total_weight / float(sub_weight.sum()))
     sub_stratum = sample.stratum[sub_rows].astype(np.int64)
-    sub_first = projection.hfirst[sample.how[sub_rows].astype(np.int64)]
-    node_hour = (np.arange(weeks)[:, None] * WEEK_HOURS + sub_first[None, :]).reshape(-1)
-    node_supply = np.tile(sub_weight, weeks) * unit[np.tile(sub_stratum, weeks), node_hour]
+    sub_first = projection.hfirst[projection.phase(sample.how[sub_rows])]
+    node_hour = (np.arange(cycles)[:, None] * period + sub_first[None, :]).reshape(-1)
+    node_supply = np.tile(sub_weight, cycles) * unit[np.tile(sub_stratum, cycles), node_hour]
     eligible: list[np.ndarray] = []
     for position, item in enumerate(items):
         lo, hi = _item_hours(item, projection)
         rows = sub_eligible[position]
-        nodes = (np.arange(weeks)[:, None] * sub_count + rows[None, :]).reshape(-1)
+        nodes = (np.arange(cycles)[:, None] * sub_count + rows[None, :]).reshape(-1)
         hour = node_hour[nodes]
         eligible.append(nodes[(hour >= lo) & (hour < hi)])
     alpha_sub = np.zeros(m)
@@ -181,7 +181,7 @@ def compute_booked(
         taken = _taken_matrix(node_supply, eligible, alpha_sub, result.order)
 
     # Atoms: rows alike for every booked targeting, in one stratum and hour of week.
-    how = sample.how.astype(np.uint64)
+    how = projection.phase(sample.how).astype(np.uint64)
     stratum = sample.stratum.astype(np.uint64)
     key = (
         signature
@@ -193,15 +193,15 @@ def compute_booked(
     atoms = Atoms(
         of_row=atom_of_row,
         stratum=sample.stratum[first_row].astype(np.int64),
-        how=sample.how[first_row].astype(np.int64),
+        phase=projection.phase(sample.how[first_row]),
         weight=np.bincount(atom_of_row, weights=sample.weight, minlength=first_row.shape[0]),
     )
     count = atoms.count
-    atom_first = projection.hfirst[atoms.how]
+    atom_first = projection.hfirst[atoms.phase]
 
     # Pass 2: per atom and week, the sum of the shares of the items taking it.
     share = {
-        rank: np.zeros((weeks, count), dtype=np.float64)
+        rank: np.zeros((cycles, count), dtype=np.float64)
         for rank in (TIER_RANK[Tier.SPONSORSHIP], TIER_RANK[Tier.GUARANTEED])
     }
     alpha = np.zeros(m)
@@ -209,15 +209,15 @@ def compute_booked(
         mask = matcher.match(item.targeting)
         member = np.flatnonzero(np.bincount(atom_of_row[mask], minlength=count))
         lo, hi = _item_hours(item, projection)
-        weeks_of = range(max(lo // WEEK_HOURS - 1, 0), min(hi // WEEK_HOURS + 1, weeks))
+        cycles_of = range(max(lo // period - 1, 0), min(hi // period + 1, cycles))
         spans: list[tuple[int, np.ndarray]] = []
         full_supply = 0.0
-        for week in weeks_of:
-            hour = atom_first[member] + week * WEEK_HOURS
+        for week in cycles_of:
+            hour = atom_first[member] + week * period
             active = member[(hour >= lo) & (hour < hi)]
             if active.size:
                 spans.append((week, active))
-                hours_active = atom_first[active] + week * WEEK_HOURS
+                hours_active = atom_first[active] + week * period
                 full_supply += float(
                     (atoms.weight[active] * unit[atoms.stratum[active], hours_active]).sum()
                 )

@@ -17,7 +17,8 @@ import numpy as np
 from backbeat.forecast.booked import BookedAllocation
 from backbeat.forecast.history import OpportunityTable
 from backbeat.forecast.matching import Matcher
-from backbeat.forecast.sample import WEEK_HOURS, SupplySample, listener_hashes, unit_interval
+from backbeat.forecast.projection import Projection
+from backbeat.forecast.sample import SupplySample, listener_hashes, unit_interval
 
 # Columns of ``RowSet.figures``.
 CLICKS, CONVERSIONS, MEASURED_CLICKS, MEASURED_CONVERSIONS = range(4)
@@ -28,13 +29,13 @@ class RowSet:
     table: OpportunityTable
     matcher: Matcher
     weight: np.ndarray  # float64 requests per row
-    cell: np.ndarray  # int32 stratum * 168 + hour of week
+    cell: np.ndarray  # int32 stratum * period + phase
     listener: np.ndarray  # int32 listener code
     listener_keep: np.ndarray  # float64 keep probability per listener code
     ts: np.ndarray
     rate: np.ndarray  # decision-log sampling rate per row
     figures: np.ndarray  # (n, 4) float64, see the column constants
-    remaining: dict[int, np.ndarray]  # tier rank -> (weeks, n) float32 weight x share left
+    remaining: dict[int, np.ndarray]  # tier rank -> (cycles, n) float32 weight x share left
     booked_rows: np.ndarray  # positions of the allocation subsample's rows in this set
     start: float  # first request of the history
 
@@ -46,6 +47,7 @@ class RowSet:
 def make_rowset(
     sample: SupplySample,
     booked: BookedAllocation,
+    projection: Projection,
     rows: np.ndarray | None,
     *,
     click_rate: np.ndarray,
@@ -83,9 +85,10 @@ def make_rowset(
         table=table,
         matcher=sample.matcher if rows is None else Matcher(table),
         weight=weight,
-        cell=(sample.stratum[pick].astype(np.int32) * WEEK_HOURS + sample.how[pick]).astype(
-            np.int32
-        ),
+        cell=(
+            sample.stratum[pick].astype(np.int64) * projection.period
+            + projection.phase(sample.how[pick])
+        ).astype(np.int32),
         listener=listener,
         listener_keep=listener_keep,
         ts=table.ts,

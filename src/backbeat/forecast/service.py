@@ -88,7 +88,7 @@ class Estimate:
     def around(cls, value: float, relative: float) -> Estimate:
         spread = Z80 * max(relative, 0.0)
         value = max(value, 0.0)
-        return cls(value, max(value * (1.0 - spread), 0.0), value * (1.0 + spread))
+        return cls(value, max(value * (1.0 - spread), 0.0) + 0.0, value * (1.0 + spread))
 
     def to_dict(self) -> dict[str, float]:
         return {
@@ -179,7 +179,7 @@ class Forecaster:
 
     @property
     def _cells(self) -> int:
-        return int(self.projection.scale.shape[0]) * WEEK_HOURS
+        return int(self.projection.scale.shape[0]) * self.projection.period
 
     # -- building -------------------------------------------------------------------------
 
@@ -258,11 +258,11 @@ class Forecaster:
         clicks = fit_rates(table, sample.table, "click")
         conversions = fit_rates(table, sample.table, "conversion")
         rates = {"click_rate": clicks.rate, "conversion_rate": conversions.rate}
-        full = make_rowset(sample, booked, None, **rates)
+        full = make_rowset(sample, booked, projection, None, **rates)
         bulk = (
             full
             if thinning >= 1.0
-            else make_rowset(sample, booked, pool, thinning=thinning, **rates)
+            else make_rowset(sample, booked, projection, pool, thinning=thinning, **rates)
         )
         sample.source_stratum = np.zeros(0, dtype=np.int32)  # only the build needed it
         note = None
@@ -326,23 +326,23 @@ class Forecaster:
         return self._window(query)
 
     def _cell_factors(self, fractions: np.ndarray) -> tuple[range, np.ndarray, np.ndarray]:
-        """Per window week: requests per unit of sample weight for each cell, and its sigma.
+        """Per window cycle: requests per unit of sample weight for each cell, and its sigma.
 
-        Future hour ``h`` of week ``j`` holds hour of week ``(how0 + h) mod 168``; the
-        (S, H) projection is reshaped to (weeks, S*168) indexed by cell.
+        Future hour ``h`` of cycle ``j`` holds phase ``(phase0 + h) mod period``; the (S, H)
+        projection is reshaped to (cycles, S * period) indexed by cell.
         """
         projection = self.projection
-        weeks = projection.week_span(fractions)
-        strata = self.projection.scale.shape[0]
-        how0 = int((projection.hfirst == 0).nonzero()[0][0]) if projection.hours else 0
-        order = (np.arange(WEEK_HOURS) - how0) % WEEK_HOURS  # cell hour -> hour within week
-        shape = (strata, projection.weeks, WEEK_HOURS)
-        scale = (projection.scale * fractions[None, :]).reshape(shape)[:, :, order]
-        sigma = (projection.sigma * fractions[None, :]).reshape(shape)[:, :, order]
-        pick = slice(weeks.start, weeks.stop)
-        factors = scale[:, pick, :].transpose(1, 0, 2).reshape(len(weeks), -1)
-        sigmas = sigma[:, pick, :].transpose(1, 0, 2).reshape(len(weeks), -1)
-        return weeks, factors, sigmas
+        period = projection.period
+        cycles = projection.cycle_span(fractions)
+        strata = projection.scale.shape[0]
+        order = (np.arange(period) - projection.phase0) % period  # phase -> hour in cycle
+        shape = (strata, projection.cycles, period)
+        pick = slice(cycles.start, cycles.stop)
+        scale = (projection.scale * fractions[None, :]).reshape(shape)[:, pick][:, :, order]
+        sigma = (projection.sigma * fractions[None, :]).reshape(shape)[:, pick][:, :, order]
+        factors = scale.transpose(1, 0, 2).reshape(len(cycles), -1)
+        sigmas = sigma.transpose(1, 0, 2).reshape(len(cycles), -1)
+        return cycles, factors, sigmas
 
     def _level(self, tier: str) -> int | None:
         """Tier rank of the remaining supply a draft of ``tier`` may take as ``possible``."""
@@ -452,7 +452,10 @@ class Forecaster:
         cell_weight = sums["cell_weight"]
         strata = self.projection.scale.shape[0]
         sigma_by_stratum = (
-            (sigmas * cell_weight[None, :]).sum(axis=0).reshape(strata, WEEK_HOURS).sum(axis=1)
+            (sigmas * cell_weight[None, :])
+            .sum(axis=0)
+            .reshape(strata, self.projection.period)
+            .sum(axis=1)
             if len(weeks)
             else np.zeros(strata)
         )
@@ -526,7 +529,7 @@ class Forecaster:
         if booked.taken is None or not booked.items or rowset.booked_rows.size == 0:
             return []
         sub = mask[rowset.booked_rows].astype(np.float64)
-        node_weight = np.tile(sub, self.projection.weeks) * fractions[booked.sub_nodes_hour]
+        node_weight = np.tile(sub, self.projection.cycles) * fractions[booked.sub_nodes_hour]
         taken = booked.taken @ node_weight
         if advertiser_id is not None:
             total = float(taken.sum())
@@ -607,23 +610,24 @@ class Forecaster:
     ) -> list[dict[str, Any]]:
         """Per UTC day (``2026-12-01``) or hour of day (``00``..``23``) of the flight."""
         projection = self.projection
+        period = projection.period
         strata = projection.scale.shape[0]
         count = self._cells
         weight = np.bincount(cells, weights=rowset.weight[rows], minlength=count).reshape(
-            strata, WEEK_HOURS
+            strata, period
         )
         hours = projection.hour0 + np.arange(projection.hours)
-        hour_how = (np.arange(projection.hours) + int(np.argmin(projection.hfirst))) % WEEK_HOURS
+        hour_phase = (np.arange(projection.hours) + projection.phase0) % period
         scale = projection.scale * fractions[None, :]
-        matched_h = (scale * weight[:, hour_how]).sum(axis=0)
+        matched_h = (scale * weight[:, hour_phase]).sum(axis=0)
         available_h = np.zeros(projection.hours)
         rank = TIER_RANK[Tier.GUARANTEED]
-        for week in projection.week_span(fractions):
+        for cycle in projection.cycle_span(fractions):
             left = np.bincount(
-                cells, weights=rowset.remaining[rank][week, rows], minlength=count
-            ).reshape(strata, WEEK_HOURS)
-            span = slice(week * WEEK_HOURS, (week + 1) * WEEK_HOURS)
-            available_h[span] = (scale[:, span] * left[:, hour_how[span]]).sum(axis=0)
+                cells, weights=rowset.remaining[rank][cycle, rows], minlength=count
+            ).reshape(strata, period)
+            span = slice(cycle * period, (cycle + 1) * period)
+            available_h[span] = (scale[:, span] * left[:, hour_phase[span]]).sum(axis=0)
         if key == "day":
             labels = (hours * HOUR) // DAY
             first = int(labels.min())

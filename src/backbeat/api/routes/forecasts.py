@@ -47,7 +47,7 @@ def _answer(forecaster: Forecaster, draft: ForecastDraft, advertiser_id: int | N
     return result.to_dict()
 
 
-@router.post("", response_model=ForecastOut, response_model_exclude_none=True)
+@router.post("", response_model=ForecastOut)
 def create_forecast(body: ForecastDraft, request: Request, principal: PrincipalDep) -> Any:
     """Matched, possible and available impressions, reach, clicks and conversions of a draft."""
     return _answer(current_forecaster(request), body, principal.advertiser_id)
@@ -130,7 +130,10 @@ def start_forecasting(app: Any, services: Any, clock: Any, stop: threading.Event
         )
 
     holder = ForecastHolder(
-        build=build, version=version, max_age_seconds=settings.forecast_refresh_seconds
+        build=build,
+        version=version,
+        max_age_seconds=settings.forecast_refresh_seconds,
+        poll_seconds=max(settings.catalog_poll_seconds, 0.2),
     )
     app.state.forecasts = holder
     threading.Thread(target=holder.run, args=(stop,), name="forecaster", daemon=True).start()
