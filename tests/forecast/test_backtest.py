@@ -86,7 +86,7 @@ def test_backtest_runs_end_to_end_and_reports_finite_figures(tmp_path):
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    report = orjson.loads(result.output[result.output.index("{") :])
+    report = orjson.loads(result.stdout)  # logs go to stderr, the report alone to stdout
     metrics = report["metrics"]
     for name in ("supply_wape", "reach_wape", "clicks_wape", "delivered_wape", "coverage"):
         assert np.isfinite(metrics[name]), name

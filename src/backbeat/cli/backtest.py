@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 import orjson
 
+from backbeat.config import Settings
+
 
 @click.command()
 @click.option(
@@ -38,7 +40,9 @@ import orjson
     help="Decision-log sampling rate of the simulated history.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
 def backtest(
+    settings: Settings,
     weeks: int, combinations: int, seed: int, daily_requests: int, listeners: int,
     sample: float, as_json: bool,
 ) -> None:  # fmt: skip
@@ -46,6 +50,10 @@ def backtest(
     k+1, and report WAPE of supply, reach, clicks and delivered guaranteed impressions and
     the coverage of the 80% intervals."""
     from backbeat.forecast.backtest import BacktestConfig, format_report, run_backtest
+    from backbeat.observability import configure_logging
+
+    # Logs go to stderr: stdout is the report (JSON for machines).
+    configure_logging(settings.log_level, json=settings.log_json)
 
     report = run_backtest(
         BacktestConfig(
