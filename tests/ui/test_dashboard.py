@@ -134,6 +134,64 @@ def test_revoked_key_ends_its_sessions(client):
     assert client.get("/ui/", follow_redirects=False).status_code == 303
 
 
+def test_an_ad_inserter_key_cannot_sign_in(client):
+    minted = client.post("/v1/api-keys", json={"role": "ssai"}, headers=ADMIN)
+    assert minted.status_code == 201, minted.text
+    page = client.get("/ui/login")
+    refused = client.post(
+        "/ui/login", data={"api_key": minted.json()["key"], "csrf": csrf_of(page.text)}
+    )
+    assert refused.status_code == 403 and COOKIE not in client.cookies
+    assert client.get("/ui/", follow_redirects=False).status_code == 303
+
+
+def test_the_admin_viewing_one_advertiser_still_books_publisher_tiers(client):
+    booked = two_advertisers(client)
+    sign_in(client, ADMIN_KEY)
+    client.post(
+        "/ui/switch", data={"csrf": page_csrf(client), "advertiser_id": str(booked["a"]["id"])}
+    )
+    path = f"/ui/campaigns/{booked['campaign_a']['id']}/line-items/new"
+    made = client.post(
+        path,
+        data={
+            "csrf": page_csrf(client, path),
+            "name": "Takeover",
+            "tier": "sponsorship",
+            "cpm": "20",
+            "targeting": "{}",
+        },  # fmt: skip
+        follow_redirects=False,
+    )
+    assert made.status_code == 303, made.text
+    # an advertiser key may not book that tier: the API's policy, through the same service
+    client.cookies.clear()
+    sign_in(client, bearer(booked["key_a"]))
+    refused = client.post(
+        path,
+        data={
+            "csrf": page_csrf(client, path),
+            "name": "Takeover 2",
+            "tier": "sponsorship",
+            "cpm": "20",
+            "targeting": "{}",
+        },  # fmt: skip
+    )
+    assert refused.status_code == 422
+    api = client.post(
+        "/v1/line-items",
+        json={
+            "campaign_id": booked["campaign_a"]["id"],
+            "name": "Takeover 3",
+            "tier": "sponsorship",
+            "cpm": "20",
+        },  # fmt: skip
+        headers=booked["key_a"],
+    )
+    assert api.status_code >= 400
+    assert field_errors(refused.text).get("tier") == api.json()["reason"]
+
+
 # --- CSRF ----------------------------------------------------------------------------
 
 

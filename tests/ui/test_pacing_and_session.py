@@ -53,7 +53,10 @@ CODEC = SessionCodec(b"k" * 32)
 
 @given(advertiser=st.one_of(st.none(), st.integers(1, 2**31 - 1)), now=st.floats(0, 4e9))
 def test_a_session_round_trips_until_it_expires(advertiser, now):
-    session = CODEC.new(advertiser_id=advertiser, key_id=advertiser, admin_key="admin", now=now)
+    session = CODEC.new(
+        admin=advertiser is None, advertiser_id=advertiser, key_id=advertiser, admin_key="admin",
+        now=now,
+    )  # fmt: skip
     token = CODEC.encode(session)
     assert CODEC.decode(token, now) == session
     assert CODEC.decode(token, int(now) + LIFETIME_SECONDS) is None
@@ -61,9 +64,14 @@ def test_a_session_round_trips_until_it_expires(advertiser, now):
 
 
 def test_csrf_tokens_differ_per_session_and_check_in_constant_time():
-    a = CODEC.new(advertiser_id=None, key_id=None, admin_key="admin", now=0)
-    b = CODEC.new(advertiser_id=None, key_id=None, admin_key="admin", now=0)
+    a = CODEC.new(admin=True, advertiser_id=None, key_id=None, admin_key="admin", now=0)
+    b = CODEC.new(admin=False, advertiser_id=7, key_id=3, admin_key="admin", now=0)
     assert CODEC.csrf_token(a) != CODEC.csrf_token(b)
     assert CODEC.csrf_ok(a, CODEC.csrf_token(a))
     assert not CODEC.csrf_ok(a, CODEC.csrf_token(b))
     assert not CODEC.csrf_ok(a, None) and not CODEC.csrf_ok(a, "é")
+
+
+def test_an_advertiser_session_without_an_advertiser_is_refused():
+    with pytest.raises(ValueError):
+        CODEC.new(admin=False, advertiser_id=None, key_id=3, admin_key="admin", now=0)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backbeat.api.deps import Services
-from backbeat.catalog.auth import ADMIN, Principal
+from backbeat.catalog.auth import ADMIN, ROLE_ADVERTISER, Principal
 from backbeat.catalog.models import ApiKey
 from backbeat.ui.session import COOKIE, SessionCodec, UiSession
 from backbeat.ui.views import advertiser_names, utc_now
@@ -70,6 +70,7 @@ def current_session(request: Request, services: Services, db: Session) -> UiSess
         select(ApiKey.id).where(
             ApiKey.id == ui.key_id,
             ApiKey.advertiser_id == ui.advertiser_id,
+            ApiKey.role == ROLE_ADVERTISER,
             ApiKey.revoked_at.is_(None),
         )
     ).first()
@@ -80,8 +81,12 @@ def current_session(request: Request, services: Services, db: Session) -> UiSess
 
 def viewer(request: Request, services: Services, db: Session) -> Viewer:
     ui = current_session(request, services, db)
-    real = ADMIN if ui.is_admin else Principal(advertiser_id=ui.advertiser_id)
-    principal = Principal(advertiser_id=ui.viewing) if ui.is_admin and ui.viewing else real
+    real = ADMIN if ui.is_admin else Principal(advertiser_id=ui.advertiser_id, role=ROLE_ADVERTISER)
+    principal = (
+        Principal(advertiser_id=ui.viewing, role=ROLE_ADVERTISER)
+        if ui.is_admin and ui.viewing
+        else real
+    )
     return Viewer(request, services, db, ui, real, principal, codec(request).csrf_token(ui))
 
 

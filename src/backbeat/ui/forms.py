@@ -34,6 +34,9 @@ REASON_FIELDS = {
     "version-mismatch": "form",
     "concurrent-update": "form",
     "invalid-json": "targeting",
+    "tier-not-allowed": "tier",
+    "publisher-tier": "tier",
+    "cpm-below-reserve": "cpm",
 }
 CAMPAIGN_FIELDS = ("name", "start_at", "end_at", "total_budget", "currency")
 LINE_ITEM_FIELDS = ("name", "tier", "cpm", "budget", "daily_budget", "goal_impressions", "pacing")

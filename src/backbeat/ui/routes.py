@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from backbeat.api.deps import ServicesDep, SessionDep
 from backbeat.catalog import schemas
-from backbeat.catalog.auth import authenticate, hash_key
+from backbeat.catalog.auth import ROLE_ADVERTISER, authenticate, hash_key
 from backbeat.catalog.models import ApiKey, Campaign, LineItem
 from backbeat.catalog.service import (
     CAMPAIGNS,
@@ -35,6 +35,7 @@ from backbeat.catalog.service import (
     LINE_ITEMS,
     Resource,
     create_object,
+    get_object,
     set_status,
     update_object,
 )
@@ -211,8 +212,12 @@ def login(request: Request, services: ServicesDep, db: SessionDep, form: FormDep
         return _login_page(request, "Unknown or revoked API key.", 401)
     key_id = None
     if not principal.is_admin:
+        if principal.role != ROLE_ADVERTISER or principal.advertiser_id is None:
+            log.info("dashboard sign-in refused", reason="not-a-dashboard-key")
+            return _login_page(request, "This key cannot sign in to the dashboard.", 403)
         key_id = db.execute(select(ApiKey.id).where(ApiKey.key_hash == hash_key(key))).scalar_one()
     ui = codec(request).new(
+        admin=principal.is_admin,
         advertiser_id=principal.advertiser_id,
         key_id=key_id,
         admin_key=services.settings.admin_key,
@@ -380,7 +385,7 @@ def create_campaign(
         schemas.CampaignCreate,
         body,
         lambda values: create_object(
-            session=db, resource=CAMPAIGNS, values=values, principal=view.principal
+            session=db, resource=CAMPAIGNS, values=values, principal=view.real
         ),
     )
     if campaign is None:
@@ -536,7 +541,7 @@ def edit_campaign(
             resource=CAMPAIGNS,
             object_id=campaign_id,
             changes=values,
-            principal=view.principal,
+            principal=view.real,
             expected_version=_version(form),
         ),
         exclude_unset=True,
@@ -560,9 +565,10 @@ def _add_status_route(
         object_id: int, request: Request, services: ServicesDep, db: SessionDep, form: FormDep
     ) -> Response:
         view = posted(request, services, db, form)
+        get_object(session=db, resource=resource, object_id=object_id, principal=view.principal)
         obj = set_status(
             session=db, resource=resource, object_id=object_id, status=target,
-            principal=view.principal,
+            principal=view.real,
         )  # fmt: skip
         _commit(view)
         return see_other(back(obj))
@@ -628,7 +634,7 @@ def create_line_item(
         schemas.LineItemCreate,
         body,
         lambda values: create_object(
-            session=db, resource=LINE_ITEMS, values=values, principal=view.principal
+            session=db, resource=LINE_ITEMS, values=values, principal=view.real
         ),
     )
     if item is None:
@@ -739,7 +745,7 @@ def edit_line_item(
             resource=LINE_ITEMS,
             object_id=line_item_id,
             changes=values,
-            principal=view.principal,
+            principal=view.real,
             expected_version=_version(form),
         ),
         exclude_unset=True,
@@ -764,7 +770,7 @@ def create_creative(
         schemas.CreativeCreate,
         body,
         lambda values: create_object(
-            session=db, resource=CREATIVES, values=values, principal=view.principal
+            session=db, resource=CREATIVES, values=values, principal=view.real
         ),
     )
     if creative is None:

@@ -33,9 +33,10 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class UiSession:
-    """Who is signed in; ``advertiser_id`` None is the admin, ``viewing`` narrows the admin."""
+    """Who is signed in: the admin, or one advertiser; ``viewing`` narrows the admin."""
 
     sid: str
+    admin: bool
     advertiser_id: int | None
     key_id: int | None
     admin_tag: str | None  # MAC of the admin key at sign-in: a rotated key ends the session
@@ -44,7 +45,7 @@ class UiSession:
 
     @property
     def is_admin(self) -> bool:
-        return self.advertiser_id is None
+        return self.admin
 
 
 class SessionCodec:
@@ -60,13 +61,22 @@ class SessionCodec:
         return _b64(self._mac(b"admin", admin_key.encode())[:12])
 
     def new(
-        self, *, advertiser_id: int | None, key_id: int | None, admin_key: str | None, now: float
+        self,
+        *,
+        admin: bool,
+        advertiser_id: int | None,
+        key_id: int | None,
+        admin_key: str | None,
+        now: float,
     ) -> UiSession:
+        if not admin and (advertiser_id is None or key_id is None):
+            raise ValueError("an advertiser session needs its advertiser and key")
         return UiSession(
             sid=secrets.token_urlsafe(18),
-            advertiser_id=advertiser_id,
-            key_id=key_id,
-            admin_tag=self.admin_tag(admin_key) if advertiser_id is None and admin_key else None,
+            admin=admin,
+            advertiser_id=None if admin else advertiser_id,
+            key_id=None if admin else key_id,
+            admin_tag=self.admin_tag(admin_key) if admin and admin_key else None,
             expires_at=int(now) + LIFETIME_SECONDS,
         )
 
@@ -74,6 +84,7 @@ class SessionCodec:
         body = orjson.dumps(
             {
                 "s": session.sid,
+                "r": "admin" if session.admin else "advertiser",
                 "a": session.advertiser_id,
                 "k": session.key_id,
                 "t": session.admin_tag,
@@ -94,8 +105,12 @@ class SessionCodec:
             if not hmac.compare_digest(expected.encode(), signature.encode("ascii")):
                 return None
             fields = orjson.loads(body)
+            role = fields["r"]
+            if role not in ("admin", "advertiser"):
+                return None
             session = UiSession(
                 sid=str(fields["s"]),
+                admin=role == "admin",
                 advertiser_id=_int_or_none(fields["a"]),
                 key_id=_int_or_none(fields["k"]),
                 admin_tag=fields["t"] if isinstance(fields["t"], str) else None,
@@ -103,6 +118,8 @@ class SessionCodec:
                 viewing=_int_or_none(fields["v"]),
             )
         except (ValueError, KeyError, TypeError, UnicodeEncodeError, orjson.JSONDecodeError):
+            return None
+        if not session.admin and (session.advertiser_id is None or session.key_id is None):
             return None
         return session if now < session.expires_at else None
 
