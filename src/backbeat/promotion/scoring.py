@@ -296,6 +296,21 @@ class PromotionScorer:
 
     # --- scoring -------------------------------------------------------------------------
 
+    def _best_campaign(
+        self, campaigns: list[LiveCampaign], p: float, plays_28d: int, plays_ever: int, cpc: float
+    ) -> tuple[LiveCampaign | None, float]:
+        """The campaign of an item paying most for this listener, among those whose audience
+        the listener is in; ties go to the lowest id."""
+        segment = audience_of(plays_28d, plays_ever).value
+        best: tuple[float, LiveCampaign] | None = None
+        for campaign in campaigns:
+            if campaign.audiences and segment not in campaign.audiences:
+                continue
+            score = p * self.value_per_exposure(campaign, cpc) * self.pacer.multiplier(campaign.id)
+            if best is None or score > best[0] or (score == best[0] and campaign.id < best[1].id):
+                best = (score, campaign)
+        return (None, 0.0) if best is None else (best[1], best[0])
+
     def value_per_exposure(self, campaign: LiveCampaign, clicks_per_conversion: float) -> float:
         if campaign.price_model == PriceModel.CPC:
             return campaign.price * min(1.0, clicks_per_conversion)
@@ -312,7 +327,7 @@ class PromotionScorer:
         for candidate in request.candidates:
             item = candidate.item_id
             if item in seen:
-                excluded.append(ExcludedItem(item_id=item, reason=Reason.DUPLICATE))
+                excluded.append(ExcludedItem.model_construct(item_id=item, reason=Reason.DUPLICATE))
                 continue
             seen.add(item)
             campaigns = snapshot.by_item.get(item)
@@ -429,30 +444,31 @@ class PromotionScorer:
             p[missing] = model.model.predict(matrix[missing])
         SCORED_ITEMS.labels("store").inc(int(n - missing.sum()))
         SCORED_ITEMS.labels("online").inc(int(missing.sum()))
+        # One campaign per item is the common case: value and pacing as arrays.
+        first = [campaigns[0] for _, campaigns in eligible]
+        cpc = model.clicks_per_conversion
+        values = np.array(
+            [self.value_per_exposure(c, cpc) * self.pacer.multiplier(c.id) for c in first]
+        )
+        best_scores = p * values
         scores: list[ScoredItem] = []
         excluded: list[ExcludedItem] = []
+        plays_28d, plays_ever = matrix[:, 0], matrix[:, 1]
         for index, (item, campaigns) in enumerate(eligible):
-            segment = audience_of(int(matrix[index, 0]), int(matrix[index, 1]))
-            best: tuple[float, LiveCampaign] | None = None
-            for campaign in campaigns:
-                if campaign.audiences and segment.value not in campaign.audiences:
-                    continue
-                value = self.value_per_exposure(campaign, model.clicks_per_conversion)
-                score = float(p[index]) * value * self.pacer.multiplier(campaign.id)
-                if (
-                    best is None
-                    or score > best[0]
-                    or (score == best[0] and campaign.id < best[1].id)
-                ):
-                    best = (score, campaign)
-            if best is None:
+            chosen: LiveCampaign | None = first[index]
+            value = float(best_scores[index])
+            if len(campaigns) > 1 or chosen.audiences:  # type: ignore[union-attr]
+                chosen, value = self._best_campaign(
+                    campaigns, float(p[index]), int(plays_28d[index]), int(plays_ever[index]), cpc
+                )
+            if chosen is None:
                 excluded.append(ExcludedItem(item_id=item, reason=Reason.NOT_IN_AUDIENCE))
                 continue
             scores.append(
-                ScoredItem(
+                ScoredItem.model_construct(
                     item_id=item,
-                    campaign_id=best[1].id,
-                    score=round(best[0], 12),
+                    campaign_id=chosen.id,
+                    score=round(value, 12),
                     p_conversion=round(float(p[index]), 9),
                 )
             )

@@ -37,8 +37,8 @@ LOG_FEATURES = [
 
 LIGHTGBM_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
+    "learning_rate": 0.08,
+    "num_leaves": 7,
     "min_data_in_leaf": 40,
     "lambda_l2": 1.0,
     "feature_fraction": 1.0,
@@ -98,7 +98,7 @@ class TrainJob:
     seed: int = 7
     model_kind: str = LIGHTGBM
     holdout_share: float = 0.2
-    rounds: int = 300
+    rounds: int = 120  # small trees, few of them: a 100-candidate request is one fast call
     params: dict[str, Any] = field(default_factory=dict)  # overrides, e.g. to test the gate
 
 
