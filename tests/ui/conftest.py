@@ -23,6 +23,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def any_client(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[TestClient]:
+    """A client on SQLite and, in a second run, on the tests' real PostgreSQL."""
+    settings = make_settings(database_url, tmp_path / "var")
+    with TestClient(create_app(settings, clock=clock)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def client(sqlite_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[TestClient]:
     settings = make_settings(sqlite_url, tmp_path / "var")
     with TestClient(create_app(settings, clock=clock)) as test_client:

@@ -8,6 +8,7 @@ import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from ui_support import SIGNING_KEY, csrf_of, page_csrf, sign_in
@@ -235,7 +236,8 @@ def test_csrf_token_is_bound_to_its_session(client):
 # --- isolation -----------------------------------------------------------------------
 
 
-def test_an_advertiser_sees_only_its_own_campaigns(client):
+def test_an_advertiser_sees_only_its_own_campaigns(any_client):
+    client = any_client
     booked = two_advertisers(client)
     sign_in(client, bearer(booked["key_a"]))
     overview = client.get("/ui/")
@@ -287,6 +289,27 @@ def test_the_admin_sees_all_and_can_switch_advertiser(client):
     assert client.get(f"/ui/campaigns/{booked['campaign_a']['id']}").status_code == 404
     client.post("/ui/switch", data={"csrf": page_csrf(client), "advertiser_id": ""})
     assert "Alpha summer" in client.get("/ui/").text
+
+
+def test_no_key_in_the_logs(sqlite_url, tmp_path, clock, capfd):
+    from fastapi.testclient import TestClient
+    from ui_support import make_settings
+
+    from backbeat.api.app import create_app
+
+    settings = make_settings(sqlite_url, tmp_path / "var", log_level="DEBUG")
+    with TestClient(create_app(settings, clock=clock)) as client:
+        booked = two_advertisers(client)
+        capfd.readouterr()
+        for key in (ADMIN_KEY, bearer(booked["key_a"]), "bb_wrong-key-attempt-0123456789"):
+            client.cookies.clear()
+            page = client.get("/ui/login")
+            client.post("/ui/login", data={"api_key": key, "csrf": csrf_of(page.text)})
+            client.get("/ui/")
+        out, err = capfd.readouterr()
+    assert "sign-in" in err + out  # the sign-ins were logged…
+    for key in (ADMIN_KEY, bearer(booked["key_a"]), "wrong-key-attempt"):
+        assert key not in out and key not in err  # …without their keys
 
 
 def test_no_secret_in_any_rendered_page(client):
@@ -512,7 +535,8 @@ def test_book_edit_pause_and_activate_from_the_dashboard(client):
 # --- numbers -------------------------------------------------------------------------
 
 
-def test_campaign_chart_table_and_csv_carry_the_reports_numbers(client, clock):
+def test_campaign_chart_table_and_csv_carry_the_reports_numbers(any_client, clock):
+    client = any_client
     start = datetime.fromtimestamp(clock.now, UTC).replace(minute=0, second=0) - timedelta(hours=5)
     booked = book_servable(client, line_item={"tier": "guaranteed", "cpm": "4.00"})
     campaign_id = booked["campaign"]["id"]
@@ -564,6 +588,8 @@ def test_campaign_chart_table_and_csv_carry_the_reports_numbers(client, clock):
     assert funnel[0] == sum(row["impressions"] for row in api)
     assert funnel[1] == sum(row["starts"] for row in api)
     assert funnel[5] == sum(row["completes"] for row in api)
+    spend = sum(Decimal(row["spend"]) for row in api)
+    assert f"<strong>{spend * 1000 / funnel[0]:.2f}</strong>" in page.text  # eCPM
     # the table holds the same numbers
     cells = re.findall(r'<td data-col="impressions">(\d+)</td>', page.text)
     assert [int(c) for c in cells] == expected

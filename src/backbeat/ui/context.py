@@ -96,5 +96,13 @@ def services_of(request: Request) -> Services:
 
 def context(view: Viewer, **values: Any) -> dict[str, Any]:
     """Template values every signed-in page needs (the admin's advertiser switcher too)."""
-    header = advertiser_names(view.db, view.real) if view.is_admin else {}
-    return {"viewer": view, "csrf": view.csrf, "header_advertisers": header, **values}
+    names = advertiser_names(view.db, view.real)
+    header = names if view.is_admin else {}
+    own = None if view.is_admin else names.get(view.real.advertiser_id or 0)
+    return {
+        "viewer": view,
+        "csrf": view.csrf,
+        "header_advertisers": header,
+        "header_name": own,
+        **values,
+    }

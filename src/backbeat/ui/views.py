@@ -61,6 +61,13 @@ class Totals:
         return self.clicks / self.impressions if self.impressions else None
 
     @property
+    def ecpm(self) -> Decimal | None:
+        """Spend per thousand impressions."""
+        if not self.impressions:
+            return None
+        return (self.spend * 1000 / self.impressions).quantize(Decimal("0.0001"))
+
+    @property
     def completion_rate(self) -> float | None:
         return self.completes / self.impressions if self.impressions else None
 
