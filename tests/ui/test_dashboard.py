@@ -519,6 +519,39 @@ def test_book_edit_pause_and_activate_from_the_dashboard(client):
         follow_redirects=False,
     )
     assert creative.status_code == 303
+    creative_id = client.get(f"/v1/creatives?line_item_id={item_id}", headers=key).json()["data"][
+        0
+    ]["id"]
+    edit = client.get(f"/ui/creatives/{creative_id}/edit")
+    version = re.search(r'name="version" value="(\d+)"', edit.text).group(1)
+    bad = client.post(
+        f"/ui/creatives/{creative_id}/edit",
+        data={
+            "csrf": token,
+            "version": version,
+            "name": "Spot",
+            "duration_ms": "30000",
+            "media_url": "ftp://cdn.example.com/a.mp3",
+        },  # fmt: skip
+    )
+    assert bad.status_code == 422 and field_errors(bad.text) == {"media_url": "invalid-url"}
+    saved = client.post(
+        f"/ui/creatives/{creative_id}/edit",
+        data={
+            "csrf": token,
+            "version": version,
+            "name": "Spot v2",
+            "duration_ms": "15000",
+            "media_url": "https://cdn.example.com/b.mp3",
+            "mime_type": "audio/mpeg",
+            "categories": "IAB1, IAB2-3",
+        },  # fmt: skip
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303
+    after = client.get(f"/v1/creatives/{creative_id}", headers=key).json()
+    assert (after["name"], after["duration_ms"], after["media_url"], after["categories"]) == (
+        "Spot v2", 15000, "https://cdn.example.com/b.mp3", ["IAB1", "IAB2-3"])  # fmt: skip
 
     for action, status in (("pause", "paused"), ("activate", "active")):
         response = client.post(

@@ -174,6 +174,17 @@ def creative_body(form: dict[str, str], *, line_item_id: int) -> dict[str, Any]:
     return _drop_unset(body, keep=("name", "media_url"))
 
 
+def creative_changes(form: dict[str, str]) -> dict[str, Any]:
+    """An edit sends every field: an emptied click URL or bitrate is cleared."""
+    body = creative_body(form, line_item_id=0)
+    del body["line_item_id"]
+    for name in ("click_url", "bitrate_kbps"):
+        body.setdefault(name, None)
+    if not body.get("mime_type"):
+        body.pop("mime_type", None)
+    return body
+
+
 def _drop_unset(body: dict[str, Any], *, keep: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None or k in keep}
 

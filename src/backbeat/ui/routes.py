@@ -865,3 +865,78 @@ def promotion_page(
     view = viewer(request, services, db)
     data = promotion_campaign(db, view.principal, campaign_id)
     return render(request, "promotion_campaign.html", context(view, data=data))
+
+
+def _creative_form(
+    view: Viewer, creative: Any, item: LineItem, values: dict[str, Any], errors: forms.FormErrors,
+    status_code: int = 200,
+) -> Response:  # fmt: skip
+    return render(
+        view.request,
+        "creative_form.html",
+        context(
+            view,
+            item=item,
+            creative_values=values,
+            creative_errors=errors.fields,
+            mime_types=sorted(MIME_TYPES),
+            creative_action=f"/ui/creatives/{creative.id}/edit",
+            creative_title=f"Edit {creative.name}",
+            creative_button="Save",
+        ),
+        status_code=status_code,
+    )
+
+
+@router.get("/creatives/{creative_id}/edit")
+@page
+def edit_creative_form(
+    creative_id: int, request: Request, services: ServicesDep, db: SessionDep
+) -> Response:
+    view = viewer(request, services, db)
+    creative = get_object(
+        session=db, resource=CREATIVES, object_id=creative_id, principal=view.principal
+    )
+    item = get_line_item(db, view.principal, creative.line_item_id)
+    values = {
+        "name": creative.name,
+        "media_url": creative.media_url,
+        "mime_type": creative.mime_type,
+        "duration_ms": str(creative.duration_ms),
+        "bitrate_kbps": "" if creative.bitrate_kbps is None else str(creative.bitrate_kbps),
+        "click_url": creative.click_url or "",
+        "categories": ", ".join(creative.categories),
+        "version": str(creative.version),
+    }
+    return _creative_form(view, creative, item, values, forms.FormErrors())
+
+
+@router.post("/creatives/{creative_id}/edit")
+@page
+def edit_creative(
+    creative_id: int, request: Request, services: ServicesDep, db: SessionDep, form: FormDep
+) -> Response:
+    view = posted(request, services, db, form)
+    creative = get_object(
+        session=db, resource=CREATIVES, object_id=creative_id, principal=view.principal
+    )
+    item = get_line_item(db, view.principal, creative.line_item_id)
+    errors = forms.FormErrors()
+    updated = _write(
+        view,
+        errors,
+        schemas.CreativeUpdate,
+        forms.creative_changes(form),
+        lambda values: update_object(
+            session=db,
+            resource=CREATIVES,
+            object_id=creative_id,
+            changes=values,
+            principal=view.real,
+            expected_version=_version(form),
+        ),
+        exclude_unset=True,
+    )
+    if updated is None:
+        return _creative_form(view, creative, item, form, errors, 422)
+    return see_other(f"/ui/line-items/{item.id}")
