@@ -165,6 +165,21 @@ def test_the_admin_viewing_one_advertiser_still_books_publisher_tiers(client):
         follow_redirects=False,
     )
     assert made.status_code == 303, made.text
+    created = client.post(
+        "/ui/campaigns/new",
+        data={
+            "csrf": page_csrf(client),
+            "name": "Made while viewing A",
+            "total_budget": "5",
+            "start_at": "2026-09-01T00:00",
+            "end_at": "2026-10-01T00:00",
+        },  # fmt: skip
+        follow_redirects=False,
+    )
+    assert created.status_code == 303, created.text
+    campaign_id = int(created.headers["location"].rsplit("/", 1)[1])
+    owner = client.get(f"/v1/campaigns/{campaign_id}", headers=ADMIN).json()["advertiser_id"]
+    assert owner == booked["a"]["id"]
     # an advertiser key may not book that tier: the API's policy, through the same service
     client.cookies.clear()
     sign_in(client, bearer(booked["key_a"]))

@@ -379,6 +379,8 @@ def create_campaign(
     view = posted(request, services, db, form)
     errors = forms.FormErrors()
     body = forms.campaign_body(form, create=True)
+    if view.is_admin and view.ui.viewing and "advertiser_id" not in body:
+        body["advertiser_id"] = view.ui.viewing  # the advertiser the admin is looking at
     campaign = _write(
         view,
         errors,
