@@ -20,10 +20,12 @@ ciphertext.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from backbeat.errors import InvalidInput, InvalidSignature, TrackingUrlExpired
 
@@ -66,6 +68,23 @@ def _netstrings(values: tuple[str, ...]) -> bytes:
     return "".join(f"{len(value)}:{value}" for value in values).encode("utf-8", "surrogatepass")
 
 
+@lru_cache(maxsize=64)
+def _event_suffix(event: str) -> bytes:
+    return _netstrings((event,))
+
+
+_B64URL = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(digest: bytes) -> str:
+    """Unpadded base64url; ``base64.urlsafe_b64encode`` costs more in Python frames."""
+    return binascii.b2a_base64(digest, newline=False).translate(_B64URL).rstrip(b"=").decode()
+
+
+# A base URL is spliced into VAST CDATA and query strings as is: printable ASCII only.
+_BASE_URL = re.compile(r"https?://[\x21-\x7e]+")
+
+
 class UrlSigner:
     """Mints and verifies tracking URLs with one secret key."""
 
@@ -76,6 +95,8 @@ class UrlSigner:
         self._mac = hashlib.blake2b(key=root[:32], digest_size=SIGNATURE_BYTES)
         self._price_key = root[32:]
         self._base = base_url.rstrip("/")
+        if not _BASE_URL.fullmatch(self._base) or "]]>" in self._base:
+            raise ValueError(f"public base URL {base_url!r} must be http(s) and printable ASCII")
 
     # -- price ------------------------------------------------------------------------
 
@@ -86,7 +107,7 @@ class UrlSigner:
     def seal_price(self, decision_id: str, price_micros: int) -> str:
         """The price as 11 base64url characters, unreadable without the key."""
         sealed = (price_micros ^ self._pad(decision_id)).to_bytes(8, "big")
-        return base64.urlsafe_b64encode(sealed)[:11].decode()
+        return _b64(sealed)
 
     def open_price(self, decision_id: str, sealed: str) -> int:
         raw = base64.urlsafe_b64decode(sealed + "=")
@@ -102,8 +123,8 @@ class UrlSigner:
     @staticmethod
     def _tag(prefix: hashlib._Hash, event: str) -> str:  # type: ignore[name-defined]
         mac = prefix.copy()
-        mac.update(_netstrings((event,)))
-        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+        mac.update(_event_suffix(event) if len(event) < 32 else _netstrings((event,)))
+        return _b64(mac.digest())
 
     def urls(self, events: tuple[str, ...], claims: TrackingClaims) -> dict[str, str]:
         """One URL per event; the claims are hashed once and each event finishes a copy.

@@ -105,6 +105,7 @@ class EventLogWriter:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         max_batch: int = 2048,
         max_delay_s: float = 0.002,
+        lazy_delay_s: float = 0.05,
     ) -> None:
         """Start the writer thread; no file is created until the first record arrives.
 
@@ -114,6 +115,8 @@ class EventLogWriter:
             max_batch: most records committed by one fsync.
             max_delay_s: how long the writer waits for more records before committing a
                 batch that is not full; trades a little latency for fewer fsyncs.
+            lazy_delay_s: how long records nobody waits for (``append_nowait``) may wait
+                for company before the writer commits them on their own.
         """
         if segment_bytes < 1 or max_batch < 1 or max_delay_s < 0:
             raise InvalidInput(
@@ -138,6 +141,9 @@ class EventLogWriter:
         self._writer_idle = False
         self._flush_requested = False
         self._closing = False
+        self._urgent = 0  # queued entries someone waits for
+        self._lazy_since: float | None = None  # when the oldest unawaited record was queued
+        self.lazy_delay_s = lazy_delay_s
 
         self._fd: int | None = None
         self._segment_name = ""
@@ -185,11 +191,22 @@ class EventLogWriter:
         await waiter
 
     def append_nowait(self, payload: bytes) -> None:
-        """Queue one record that nobody waits for (decision log, rejected pixels).
+        """Queue one record that nobody waits for (decision log, fills, rejected pixels).
 
-        It is written with the next batch; a failed write is counted, not reported.
+        It does not wake the writer: it goes with the next batch someone waits for, or at
+        the latest ``lazy_delay_s`` after it was queued, so a flood of them (forged pixels)
+        costs a few fsyncs a second, not one each. A failed write is counted, not reported.
         """
-        self._enqueue((self._checked(payload),), waiter=None, untracked=True)
+        payload = self._checked(payload)
+        with self._cond:
+            if self._closing:
+                raise EventLogClosed("event log writer is closed", directory=str(self.directory))
+            self._queue.append(_Pending((payload,), None))
+            self._queued_records += 1
+            if self._lazy_since is None:
+                self._lazy_since = time.monotonic()
+            if self._queued_records >= self.max_batch:
+                self._cond.notify()
 
     def flush(self) -> None:
         """Block until every record queued before this call is durable.
@@ -239,23 +256,19 @@ class EventLogWriter:
         return payload
 
     def _enqueue(
-        self,
-        payloads: tuple[bytes, ...],
-        *,
-        waiter: asyncio.Future[None] | None = None,
-        untracked: bool = False,
+        self, payloads: tuple[bytes, ...], *, waiter: asyncio.Future[None] | None = None
     ) -> Future[None]:
         future: Future[None] = Future()
-        tracked = waiter is None and not untracked
-        if tracked:
+        if waiter is None:
             # RUNNING futures cannot be cancelled, so the writer never finds one it may not
             # complete, and a cancelled request does not make the record look withdrawn.
             future.set_running_or_notify_cancel()
         with self._cond:
             if self._closing:
                 raise EventLogClosed("event log writer is closed", directory=str(self.directory))
-            self._queue.append(_Pending(payloads, future if tracked else None, waiter))
+            self._queue.append(_Pending(payloads, future if waiter is None else None, waiter))
             self._queued_records += len(payloads)
+            self._urgent += 1
             if not payloads:
                 self._flush_requested = True
             if self._writer_idle or self._flush_requested or self._queued_records >= self.max_batch:
@@ -280,9 +293,18 @@ class EventLogWriter:
 
     def _take_batch(self) -> list[_Pending] | None:
         with self._cond:
-            while not self._queue and not self._closing:
+            while not self._closing:
+                timeout = None
+                if self._queue:
+                    if self._urgent or self._queued_records >= self.max_batch:
+                        break
+                    # Only records nobody waits for: let them gather a little.
+                    assert self._lazy_since is not None
+                    timeout = self._lazy_since + self.lazy_delay_s - time.monotonic()
+                    if timeout <= 0:
+                        break
                 self._writer_idle = True
-                self._cond.wait()
+                self._cond.wait(timeout)
                 self._writer_idle = False
             if not self._queue:
                 return None
@@ -308,6 +330,9 @@ class EventLogWriter:
             del self._queue[:count]
             self._queued_records -= taken
             self._flush_requested = any(not item.payloads for item in self._queue)
+            self._urgent = sum(1 for item in self._queue if _is_urgent(item))
+            lazy_left = len(self._queue) > self._urgent
+            self._lazy_since = (self._lazy_since or time.monotonic()) if lazy_left else None
             return batch
 
     def _commit(self, batch: list[_Pending]) -> None:
@@ -408,6 +433,11 @@ class EventLogWriter:
         self._segment_size = 0
         if fd is not None:
             os.close(fd)
+
+
+def _is_urgent(item: _Pending) -> bool:
+    """Someone waits for it (a thread, a loop, or a flush)."""
+    return item.future is not None or item.waiter is not None or not item.payloads
 
 
 def _unavailable(exc: BaseException, directory: Path, segment: str) -> EventLogUnavailable:

@@ -153,8 +153,12 @@ class Decider:
             eligible_seen += item is not None
             return item
 
+        open_break = pod.min_ad_ms is None and pod.max_ad_ms is None and pod.max_duration_ms is None
+
         def unfit(item: ServableLineItem) -> str | None:
             """Why ``item`` cannot take this position of the pod (None: it can)."""
+            if open_break and not advertisers:  # a single ad of any length: anything fits
+                return None
             if item.advertiser_id in advertisers:
                 return "same-advertiser-in-pod"
             if categories and not categories.isdisjoint(top_category(c) for c in item.categories):
@@ -253,6 +257,9 @@ class Decider:
     def _creative(
         self, item: ServableLineItem, pod: PodRequest, used_ms: int
     ) -> ServableCreative | None:
+        if len(item.creatives) == 1:
+            only = item.creatives[0]
+            return only if pod.admits(only.duration_ms, used_ms) else None
         fitting = [
             creative for creative in item.creatives if pod.admits(creative.duration_ms, used_ms)
         ]

@@ -100,6 +100,7 @@ class AdServer:
         self._refresh_lock = threading.Lock()
         self._poked = threading.Event()
         self.rebuilds = 0
+        self._outcomes: dict[tuple[str, str], Any] = {}
         # A shared (Redis) ledger does socket I/O inside a decision: those run on a small
         # pool of threads so the event loop never blocks on a round trip.
         self._blocking = bool(getattr(ledger, "blocking", False))
@@ -234,9 +235,13 @@ class AdServer:
         now = self.clock()
         decisions = self.decider.decide_pod(snapshot, slot, request, now, pod or PodRequest())
         for decision in decisions:
-            DECISIONS.labels(
-                "fill" if decision.filled else "no-fill", decision.no_fill_reason or ""
-            ).inc()
+            outcome = (
+                ("fill", "") if decision.filled else ("no-fill", decision.no_fill_reason or "")
+            )
+            counter = self._outcomes.get(outcome)
+            if counter is None:  # resolving labels costs more than the increment
+                counter = self._outcomes[outcome] = DECISIONS.labels(*outcome)
+            counter.inc()
             if self._fill_log is not None and decision.line_item is not None:
                 try:
                     self._fill_log(self._fill_record(decision))

@@ -124,29 +124,28 @@ class AdTemplate:
         )
 
     def render(self, serving_id: str, urls: Mapping[str, str], sequence: int | None) -> str:
-        """``urls`` holds the signed tracking URLs by event (``error``, ``impression``, …)."""
+        """Splice in a decision: its id (hex) and its signed tracking URLs by event.
+
+        Signed URLs are printable ASCII without ``]]>`` (``signing.py`` builds them from
+        URL-safe values on a checked base URL), so they go into CDATA unescaped.
+        """
         sequence_attr = f' sequence="{sequence}"' if sequence is not None else ""
-        parts = [
-            self._ad_open,
-            sequence_attr,
-            f'><InLine><AdSystem version="{_VERSION}">Backbeat</AdSystem><Error>',
-            cdata(urls["error"]),
-            f'</Error><Impression id="{xml_attr(serving_id)}">',
-            cdata(urls["impression"]),
-            f"</Impression><AdServingId>{xml_text(serving_id)}</AdServingId>",
-            self._middle,
-        ]
-        for event in QUARTILE_EVENTS:
-            parts.append(f'<Tracking event="{event}">{cdata(urls[event])}</Tracking>')
-        parts.append(self._linear_tail)
-        if self.has_click:
-            parts.append(self._click_open)
-            parts.append(cdata(urls["click"]))
-        parts.append(self._tail)
-        return "".join(parts)
+        click = f"{self._click_open}<![CDATA[{urls['click']}]]>" if self.has_click else ""
+        return (
+            f"{self._ad_open}{sequence_attr}><InLine>{_AD_SYSTEM}"
+            f"<Error><![CDATA[{urls['error']}]]></Error>"
+            f'<Impression id="{serving_id}"><![CDATA[{urls["impression"]}]]></Impression>'
+            f"<AdServingId>{serving_id}</AdServingId>{self._middle}"
+            f'<Tracking event="start"><![CDATA[{urls["start"]}]]></Tracking>'
+            f'<Tracking event="firstQuartile"><![CDATA[{urls["firstQuartile"]}]]></Tracking>'
+            f'<Tracking event="midpoint"><![CDATA[{urls["midpoint"]}]]></Tracking>'
+            f'<Tracking event="thirdQuartile"><![CDATA[{urls["thirdQuartile"]}]]></Tracking>'
+            f'<Tracking event="complete"><![CDATA[{urls["complete"]}]]></Tracking>'
+            f"{self._linear_tail}{click}{self._tail}"
+        )
 
 
-_VERSION = xml_attr(__version__)
+_AD_SYSTEM = f'<AdSystem version="{xml_attr(__version__)}">Backbeat</AdSystem>'
 
 
 def render_document(ads: Sequence[str], *, no_fill_error_url: str | None = None) -> bytes:
