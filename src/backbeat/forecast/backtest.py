@@ -110,7 +110,13 @@ class BacktestReport:
     holidays: list[tuple[str, str, str]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
+        """WAPE and coverage; coverage skips combinations nothing matched (a [0, 0]
+        interval around an actual 0 proves nothing)."""
         large = [c for c in self.supply if c.actual >= LARGE]
+        live = [n for n, c in enumerate(self.supply) if c.actual > 0]
+        supply = [self.supply[n] for n in live]
+        reach = [self.reach[n] for n in live]
+        clicks = [self.clicks[n] for n in live]
         figures = {
             "supply_wape": wape(self.supply),
             "supply_wape_large": wape(large),
@@ -118,10 +124,11 @@ class BacktestReport:
             "reach_wape": wape(self.reach),
             "clicks_wape": wape(self.clicks),
             "delivered_wape": wape(self.delivered),
-            "supply_coverage": coverage(self.supply),
-            "reach_coverage": coverage(self.reach),
-            "clicks_coverage": coverage(self.clicks),
-            "coverage": coverage(self.supply + self.reach + self.clicks),
+            "supply_coverage": coverage(supply),
+            "reach_coverage": coverage(reach),
+            "clicks_coverage": coverage(clicks),
+            "coverage": coverage(supply + reach + clicks),
+            "combinations_with_supply": len(live),
         }
         figures["goals_met"] = {
             "supply_wape_large": figures["supply_wape_large"] <= GOALS["supply_wape_large"],
@@ -571,7 +578,8 @@ def format_report(report: BacktestReport) -> str:
         _row("delivered guaranteed impressions", metrics["delivered_wape"], None, ""),
         _row("all intervals", math.nan, metrics["coverage"], "75-85%"),
         "",
-        f"{metrics['large_combinations']} combinations had >= {LARGE:,} opportunities in the week. "
+        f"{metrics['large_combinations']} combinations had >= {LARGE:,} opportunities in the week, "
+        f"{metrics['combinations_with_supply']} had any (coverage counts those). "
         f"Goals met: "
         + ", ".join(f"{name} {'yes' if met else 'NO'}" for name, met in metrics["goals_met"].items()),
         "timings: " + ", ".join(f"{name} {value:.1f} {'ms each' if name == 'forecast' else 's'}" for name, value in report.seconds.items()),
