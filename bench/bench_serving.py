@@ -1,7 +1,12 @@
 """Ad decisions per second (in-process and over HTTP, with p50/p99) and tracking events per second.
 
-Usage: ``.venv/bin/python bench/bench_serving.py [--line-items 1000] [--seconds 10] [--workers 2]``.
-HTTP figures need ``wrk`` (Debian package ``wrk``); the server is ``backbeat serve`` itself.
+Usage: ``.venv/bin/python bench/bench_serving.py [--line-items 10000] [--seconds 10] [--workers 2]``.
+HTTP figures need ``wrk`` (Debian package ``wrk``); the server is ``backbeat serve`` itself
+(uvicorn, which picks httptools and uvloop when installed, as ``uvicorn[standard]`` does).
+
+The baseline is measured in the same run: a static Starlette response of the same size
+as a ``/vast`` answer (and an empty 204 for tracking), served by uvicorn with the same
+workers, driven by the same ``wrk`` settings; ``/vast`` prints its ratio to that ceiling.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -24,6 +30,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.api.app import build_services  # noqa: E402
+from backbeat.api.hot_paths import query_params  # noqa: E402
+from backbeat.api.routes.serving import VastQuery, build_request  # noqa: E402
 from backbeat.config import Settings  # noqa: E402
 from backbeat.eventlog import EventLogReader  # noqa: E402
 from backbeat.serving.request import AdRequest  # noqa: E402
@@ -49,6 +57,26 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     services = build_services(settings, time.time)
     server = services.ad_server
     rng = random.Random(3)
+    queries = [
+        f"slot={rng.choice(slots)}&listener=l{rng.randrange(10**6)}&country={rng.choice(COUNTRIES)}"
+        f"&device={rng.choice(DEVICES)}&genre={rng.choice(GENRES)}".encode()
+        for _ in range(requests)
+    ]
+
+    def whole(raw: bytes) -> bytes:  # what GET /vast does, minus the socket
+        query = VastQuery.model_validate(query_params(raw))
+        ad_request = build_request({}, "127.0.0.1", query.fields())
+        return server.vast(server.decide(ad_request, query.pod()))
+
+    for raw in queries[: requests // 10]:  # warm caches
+        whole(raw)
+    started = time.perf_counter()
+    for raw in queries:
+        whole(raw)
+    whole_s = time.perf_counter() - started
+    print(
+        f"in-process whole /vast    {requests / whole_s:>10,.0f} /s   ({whole_s / requests * 1e6:.1f} µs each: parse, decide, sign, render)"
+    )
     batch = [
         AdRequest(
             slot_id=rng.choice(slots),
@@ -99,9 +127,52 @@ def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Pop
     raise RuntimeError("server did not start")
 
 
-def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+STATIC_APP = """
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = open(%r, "rb").read()
+
+
+async def vast(request):
+    return Response(BODY, media_type="application/xml; charset=utf-8")
+
+
+async def pixel(request):
+    return Response(status_code=204)
+
+
+app = Starlette(routes=[Route("/vast", vast), Route("/t/{event}", pixel)])
+"""
+
+
+def start_static(workdir: Path, body: bytes, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """The ceiling: a static Starlette response of the same size, under the same uvicorn."""
+    (workdir / "body.xml").write_bytes(body)
+    (workdir / "static_ceiling.py").write_text(STATIC_APP % str(workdir / "body.xml"))
+    uvicorn = Path(sys.executable).parent / "uvicorn"
+    process = subprocess.Popen(
+        [str(uvicorn), "static_ceiling:app", "--app-dir", str(workdir), "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/vast", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("static server did not start")
+
+
+def run_wrk(url: str, script: Path | None, seconds: int, connections: int) -> dict[str, float]:
+    lua = ["-s", str(script)] if script is not None else []
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url],
         capture_output=True,
         text=True,
         check=True,
@@ -159,11 +230,25 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
     try:
         vast_lua = workdir / "vast.lua"
         vast_lua.write_text(VAST_LUA % (lua_list(COUNTRIES), lua_list(DEVICES), lua_list(GENRES)))
+        sample = httpx.get(f"http://127.0.0.1:{port}/vast?slot=1&listener=sample&country=US")
         run_wrk(f"http://127.0.0.1:{port}", vast_lua, 2, 32)  # warm-up
         vast = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32)
+        static_port = free_port()
+        static = start_static(workdir, sample.content, static_port, workers)
+        try:
+            run_wrk(f"http://127.0.0.1:{static_port}/vast", None, 2, 32)  # warm-up
+            ceiling = run_wrk(f"http://127.0.0.1:{static_port}/vast", None, seconds, 32)
+        finally:
+            static.terminate()
+            static.wait(timeout=30)
+        print(
+            f"HTTP static ceiling       {ceiling['rps']:>10,.0f} /s   p50 {ceiling['50%']:.2f} ms  p99 {ceiling['99%']:.2f} ms  "
+            f"(Starlette, {len(sample.content):,}-byte body, same workers and wrk settings)"
+        )
         print(
             f"HTTP GET /vast            {vast['rps']:>10,.0f} /s   p50 {vast['50%']:.2f} ms  p99 {vast['99%']:.2f} ms  "
-            f"({workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f})"
+            f"({workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f}; "
+            f"{vast['rps'] / ceiling['rps']:.2f} of the static ceiling)"
         )
         from backbeat.signing import UrlSigner
 
@@ -171,7 +256,7 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
         paths = []
         for n in range(5000):
             claims = TrackingClaims(
-                f"bench{n:08d}", 1, 1, 1, 1, 10_000_000, "USD", f"l{n}", int(time.time()) + 3600
+                f"{n:028x}", 1, 1, 1, 1, 10_000_000, "USD", f"l{n}", int(time.time()) + 3600
             )
             url = signer.url("impression", claims)
             paths.append(url.split(str(port), 1)[1])
@@ -195,7 +280,7 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--line-items", type=int, default=1000)
+    parser.add_argument("--line-items", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
@@ -212,6 +297,8 @@ def main() -> None:
         )
         in_process(settings, slots, args.requests)
         over_http(settings, workdir, args.seconds, args.workers)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (bench process, in-process part) {peak_mib:,.0f} MiB")
 
 
 if __name__ == "__main__":
