@@ -28,6 +28,7 @@ from backbeat.config import Settings
 from backbeat.db import migrate
 from backbeat.demo.book import book
 from backbeat.demo.history import add_history_and_forecast
+from backbeat.demo.promotion import run_promotion_step
 from backbeat.demo.traffic import Opportunity, day_of_opportunities, make_listeners, player_events
 from backbeat.errors import InvalidInput
 from backbeat.serving.vast import VAST_NS
@@ -328,6 +329,7 @@ def run_demo(
                 progress.update(
                     task, advance=len(window), fill=tally.filled / max(tally.requests, 1)
                 )
+        run_promotion_step(client, settings, console, day_start, seed)
         console.print("[bold]Counting[/] the event log into hourly delivery rows …")
         run = client.post("/v1/reports/delivery/run").json()
         reports = {
