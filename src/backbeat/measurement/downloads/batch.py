@@ -235,6 +235,7 @@ _JSON_PARSE = pa_json.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_fiel
 # A whole-second UTC stamp, the shape CDNs write; anything else goes to parse_rfc3339.
 _STRICT_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 _SMALLEST_JSON_BLOCK = 256
+_JSON_BLOCK_BYTES = 8 << 20  # measured faster than one block per batch
 
 
 def _read_json_block(lines: pa.Array) -> pa.Table | None:
@@ -245,11 +246,10 @@ def _read_json_block(lines: pa.Array) -> pa.Table | None:
     _, offsets, data = joined.buffers()
     bounds = np.frombuffer(offsets, np.int32)[joined.offset :][[0, len(joined)]]
     buffer = data.slice(int(bounds[0]), int(bounds[1]) - int(bounds[0]))
-    size = max(int(bounds[1]) - int(bounds[0]), 1)
     try:
         table = pa_json.read_json(
             pa.BufferReader(buffer),
-            read_options=pa_json.ReadOptions(block_size=size + 1, use_threads=False),
+            read_options=pa_json.ReadOptions(block_size=_JSON_BLOCK_BYTES, use_threads=False),
             parse_options=_JSON_PARSE,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -73,7 +74,31 @@ class ReadLogChunkFn(beam.DoFn):
         self.lines_read = Metrics.counter(NAMESPACE, "lines-read")
 
     def process(self, chunk: Chunk) -> Iterator[pa.Array]:
-        lines = split_lines(read_chunk(*chunk))
-        self.lines_read.inc(len(lines))
-        for offset in range(0, len(lines), self.batch_lines):
-            yield pa.array(lines[offset : offset + self.batch_lines], pa.binary())
+        data = read_chunk(*chunk)
+        ends = line_ends(data)
+        self.lines_read.inc(len(ends))
+        start = 0
+        for first in range(0, len(ends), self.batch_lines):
+            stop = int(ends[min(first + self.batch_lines, len(ends)) - 1])
+            yield lines_array(data[start:stop], ends[first : first + self.batch_lines] - start)
+            start = stop
+
+
+def line_ends(data: bytes) -> np.ndarray:
+    """Offsets just past each line (its newline included), as :func:`split_lines` splits."""
+    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
+    if data and not data.endswith(b"\n"):
+        newlines = np.append(newlines, len(data))
+    return newlines.astype(np.int64)
+
+
+def lines_array(data: bytes, ends: np.ndarray) -> pa.Array:
+    """The lines of ``data`` as one compact binary array, built without Python objects.
+
+    Lines keep their trailing newline; the parsers strip it. Each batch owns its bytes, so
+    pickling it for a shuffle does not drag the whole chunk along.
+    """
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    return pa.Array.from_buffers(
+        pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
