@@ -127,3 +127,33 @@ def test_bulk_answers_from_the_subsample_close_to_the_full_sample(tmp_path):
     (bulk,) = f.forecast_many([draft])
     assert bulk.matched.low < full.matched.value < bulk.matched.high
     assert bulk.matched.high - bulk.matched.low > full.matched.high - full.matched.low
+
+
+def test_the_cli_forecasts_from_var_and_refuses_bad_input(tmp_path, runner, monkeypatch):
+    from backbeat.cli.main import cli
+
+    monkeypatch.setenv("BACKBEAT_VAR_DIR", str(tmp_path / "var"))
+    write_log(tmp_path / "var" / "events", 1500, days=2)
+    flight = ["--start", "2026-09-22T00:00:00Z", "--end", "2026-09-24T00:00:00Z", "--now", str(NOW)]
+    result = runner.invoke(
+        cli,
+        [
+            "forecast",
+            *flight,
+            "--targeting",
+            '{"countries": ["US"]}',
+            "--group-by",
+            "countries",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    body = __import__("json").loads(result.output[result.output.index("{") :])
+    assert body["matched"]["value"] > 0
+    assert [row["key"] for row in body["breakdown"]["countries"]] == ["US"]
+    bad = runner.invoke(cli, ["forecast", *flight, "--targeting", '{"countries": ["XX"]}'])
+    assert bad.exit_code == 2 and "invalid-targeting-value" in bad.output
+    worse = runner.invoke(cli, ["forecast", *flight, "--targeting", "{not json"])
+    assert worse.exit_code == 2 and "invalid-json" in worse.output
+    missing = runner.invoke(cli, ["forecast", "--start", "2026-09-22T00:00:00Z"])
+    assert missing.exit_code == 2

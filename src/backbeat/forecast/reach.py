@@ -6,14 +6,13 @@ the matched requests (Horvitz-Thompson: a theta sketch whose theta is ``p``); it
 variance is ``sum((1 - p) / p^2)`` over the listeners found.
 
 For a future window of length ``L`` the estimate is read from the last ``L`` of history
-(its frequency, requests per listener, is what a window of that length shows) and applied
-to the window's forecast volume: ``reach = forecast impressions / frequency``. Windows
-longer than the history extrapolate the reach curve ``reach ~ t^kappa`` measured at half
-and the whole history.
+(the audience and frequency a window of that length shows), scaled by the window's
+forecast volume against the slice's. Windows longer than the history extrapolate the reach
+curve ``reach ~ t^kappa`` measured at half and the whole history. The interval adds the
+change of the audience from the slice before (the error of "next like last").
 
-A draft delivering a share ``q`` of the matched requests reaches a listener expected to
-make ``f`` of them with probability ``1 - exp(-q f)`` (a listener's count in a future
-window is Poisson around its expectation); frequency caps bound each listener's count per
+A draft delivering a share ``q`` of the requests it may use reaches a listener with ``n``
+of them with probability ``1 - (1 - q)^n``; frequency caps bound each listener's count per
 cap window (windows aligned to UTC like the ad server's counters).
 """
 
@@ -74,7 +73,9 @@ class ReachBasis:
     per_listener: np.ndarray  # requests per listener in the slice
     keep: np.ndarray  # keep probability per listener
     length: float  # slice length (seconds)
-    growth: float  # reach growth from the slice to the window (extrapolation)
+    growth: float  # distinct listeners: window / slice (extrapolation past the history)
+    frequency_growth: float  # requests per listener: window / slice
+    drift: float  # |log| change of distinct listeners from the slice before (an error scale)
     window_seconds: float
 
 
@@ -88,7 +89,8 @@ def reach_basis(
     ts = rowset.ts[matched_rows]
     span = max(now - rowset.start, 3600.0)
     length = min(window_seconds, span)
-    rows = matched_rows[ts >= now - length]
+    recent = ts >= now - length
+    rows = matched_rows[recent]
     if rows.size == 0:
         rows = matched_rows
         length = span
@@ -100,6 +102,12 @@ def reach_basis(
         part = distinct_listeners(rowset, half)
         if part > 0 and whole > part:
             kappa = float(np.clip(math.log(whole / part) / math.log(2.0), 0.0, 1.0))
+    drift = 0.0
+    if now - 2 * length >= rowset.start - 1.0:
+        before = matched_rows[(ts >= now - 2 * length) & ~recent]
+        current, previous = distinct_listeners(rowset, rows), distinct_listeners(rowset, before)
+        if current > 0 and previous > 0:
+            drift = abs(math.log(current / previous))
     listener = rowset.listener[rows]
     counts = np.bincount(listener, weights=1.0 / rowset.rate[rows], minlength=keep.shape[0])
     found = np.flatnonzero(counts)
@@ -112,6 +120,8 @@ def reach_basis(
         keep=keep[found],
         length=length,
         growth=extend**kappa,
+        frequency_growth=extend ** (1.0 - kappa),
+        drift=drift,
         window_seconds=window_seconds,
     )
 
@@ -124,15 +134,22 @@ def estimate_reach(
     delivered: float | None,
     caps: Sequence[Cap] = (),
 ) -> ReachEstimate:
-    """Reach and cap effect of delivering ``delivered`` (None: all the usable) of
-    ``forecast_impressions`` matched requests."""
+    """Reach and cap effect of delivering ``delivered`` (None: all it may use) of
+    ``forecast_impressions`` matched requests.
+
+    The slice's listeners with their counts stand for the window's audience: the count of
+    each grows by ``frequency_growth`` (windows longer than the history), the audience by
+    ``growth`` and by the forecast's volume against the slice's (trend). A draft taking a
+    share ``q`` of the requests it may use reaches a listener with ``n`` of them with
+    probability ``1 - (1 - q)^n``.
+    """
     if basis is None or forecast_impressions <= 0:
         return ReachEstimate(0.0, 0.0, 1.0, 0)
-    per_listener, p = basis.per_listener, basis.keep
-    slice_volume = float((per_listener / p).sum())
-    volume = forecast_impressions / (slice_volume * basis.growth) if slice_volume > 0 else 1.0
-    frequency = per_listener * volume  # each listener's matched requests in the window
-    capped = frequency
+    p = basis.keep
+    counts = basis.per_listener * basis.frequency_growth
+    slice_volume = float((counts / p).sum()) * basis.growth
+    audience = forecast_impressions / slice_volume if slice_volume > 0 else 1.0
+    capped = counts
     for cap in caps:
         if cap.window_seconds is None or cap.window_seconds >= basis.window_seconds:
             capped = np.minimum(capped, cap.count)
@@ -145,19 +162,24 @@ def estimate_reach(
         per_pair = np.bincount(pair_inverse.reshape(-1), weights=1.0 / rowset.rate[rows])
         owner = (pair >> 40).astype(np.int64)
         usable = np.bincount(
-            owner, weights=np.minimum(per_pair * volume, cap.count), minlength=p.shape[0]
+            owner,
+            weights=np.minimum(per_pair * basis.frequency_growth, cap.count),
+            minlength=p.shape[0],
         )
         capped = np.minimum(capped, usable)
-    total = float((frequency / p).sum())
-    usable_total = float((capped / p).sum())
-    cap_factor = min(usable_total / total, 1.0) if total > 0 else 1.0
+    total = float((counts / p).sum())
+    usable_sum = float((capped / p).sum())
+    cap_factor = min(usable_sum / total, 1.0) if total > 0 else 1.0
+    usable_total = forecast_impressions * cap_factor
     if delivered is None:
         delivered = usable_total
     share = min(max(delivered / usable_total, 0.0), 1.0) if usable_total > 0 else 0.0
-    # A listener expected to hear ``f`` of the draft's ads hears at least one with
-    # probability 1 - exp(-f) (their count in a future window is Poisson around ``f``).
-    reached = -np.expm1(-share * np.maximum(capped, 0.0))
-    reach = float((reached / p).sum()) * basis.growth
-    variance = float((reached**2 * (1.0 - p) / p**2).sum()) * basis.growth**2
+    if share >= 1.0:
+        reached = (capped > 0).astype(np.float64)
+    else:
+        reached = -np.expm1(np.log1p(-share) * np.maximum(capped, 0.0))
+    scale = basis.growth * audience
+    reach = min(float((reached / p).sum()) * scale, delivered)
+    variance = float((reached**2 * (1.0 - p) / p**2).sum()) * scale**2
     relative = math.sqrt(variance) / reach if reach > 0 else 0.0
-    return ReachEstimate(reach, relative, cap_factor, int(p.shape[0]))
+    return ReachEstimate(reach, math.hypot(relative, basis.drift), cap_factor, int(p.shape[0]))

@@ -86,8 +86,8 @@ class Estimate:
 
     @classmethod
     def around(cls, value: float, relative: float) -> Estimate:
-        spread = Z80 * max(relative, 0.0)
-        value = max(value, 0.0)
+        spread = Z80 * max(float(relative), 0.0)
+        value = max(float(value), 0.0)
         return cls(value, max(value * (1.0 - spread), 0.0) + 0.0, value * (1.0 + spread))
 
     def to_dict(self) -> dict[str, float]:
