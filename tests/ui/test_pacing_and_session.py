@@ -75,3 +75,46 @@ def test_csrf_tokens_differ_per_session_and_check_in_constant_time():
 def test_an_advertiser_session_without_an_advertiser_is_refused():
     with pytest.raises(ValueError):
         CODEC.new(admin=False, advertiser_id=None, key_id=3, admin_key="admin", now=0)
+
+
+def _diagnose(**changes):
+    from datetime import UTC, datetime
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from backbeat.ui.diagnosis import diagnose
+
+    item = SimpleNamespace(status="active", budget=Decimal(100), goal_impressions=1000)
+    campaign = SimpleNamespace(
+        status="active",
+        start_at=datetime(2026, 1, 1, tzinfo=UTC),
+        end_at=datetime(2026, 2, 1, tzinfo=UTC),
+        total_budget=Decimal(500),
+    )
+    values = {
+        "item": item, "campaign": campaign, "active_creatives": 1, "spend": Decimal(10),
+        "campaign_spend": Decimal(10), "impressions": 100,
+        "progress": pacing_progress(goal=1000, delivered=500, elapsed_share=0.5),
+        "probability": 0.5, "now": datetime(2026, 1, 16, tzinfo=UTC),
+    }  # fmt: skip
+    for key, value in changes.items():
+        if "." in key:
+            obj, attr = key.split(".")
+            setattr(values[obj], attr, value)
+        else:
+            values[key] = value
+    return diagnose(**values)
+
+
+def test_diagnosis_names_what_stops_delivery():
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    assert _diagnose() == []
+    assert _diagnose(**{"item.status": "paused"}) == ["the line item is paused"]
+    assert _diagnose(active_creatives=0) == ["no active creative: it cannot serve until it has one"]
+    assert _diagnose(spend=Decimal(100)) == ["its budget is spent"]
+    assert _diagnose(now=datetime(2026, 3, 1, tzinfo=UTC)) == ["the flight has ended"]
+    behind = pacing_progress(goal=1000, delivered=100, elapsed_share=0.5)
+    assert "too little matching supply" in _diagnose(progress=behind, probability=1.0)[0]
+    assert _diagnose(progress=behind, probability=0.4) == ["behind plan: pacing is speeding it up"]

@@ -31,6 +31,7 @@ from backbeat.reporting.service import COUNT_COLUMNS, DeliveryLine, delivery_rep
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.server import AdServer
 from backbeat.types import format_money
+from backbeat.ui.diagnosis import diagnose
 from backbeat.ui.pacing import Progress, pacing_progress
 
 PAGE = 500
@@ -90,6 +91,7 @@ class LineItemView:
     probability: float | None  # the controller's current pass-through probability
     goal: float | None  # what is paced, in impressions
     planned_now: float | None
+    reasons: list[str] = field(default_factory=list)  # why it is not delivering as planned
 
 
 @dataclass
@@ -234,6 +236,7 @@ def overview(
         session=session, resource=LINE_ITEMS, principal=principal, filters={}, limit=PAGE, offset=0
     )
     names = advertiser_names(session, principal)
+    creatives = active_creatives(session, principal)
     by_campaign: dict[int, list[LineItem]] = defaultdict(list)
     for item in items:
         if item.status != Status.ARCHIVED:
@@ -244,7 +247,14 @@ def overview(
             continue
         views.append(
             campaign_view(
-                session, campaign, by_campaign[campaign.id], names, pacing, now, granularity="day"
+                session,
+                campaign,
+                by_campaign[campaign.id],
+                names,
+                pacing,
+                now,
+                granularity="day",
+                creatives=creatives,
             )
         )
     return views
@@ -260,22 +270,60 @@ def campaign_view(
     *,
     granularity: str,
     lines: list[DeliveryLine] | None = None,
+    creatives: dict[int, int] | None = None,
 ) -> CampaignView:
     if lines is None:
         lines = campaign_lines(session, campaign, now, granularity)
     totals = totals_by_line_item(lines)
     view = CampaignView(campaign, names.get(campaign.advertiser_id, ""))
+    # Spend of every line item counted for this campaign, archived ones included.
+    view.spend = sum((t.spend for t in totals.values()), Decimal(0))
+    view.impressions = sum(t.impressions for t in totals.values())
+    if creatives is None:
+        creatives = active_creatives(session, None, campaign_id=campaign.id)
     for item in items:
         item_totals = totals.get(item.id, Totals())
         progress, probability, goal = pacing.progress(item, campaign, item_totals, now)
         planned = goal * progress.elapsed_share if goal else None
-        view.line_items.append(
-            LineItemView(item, item_totals, progress, probability, goal, planned)
+        reasons = diagnose(
+            item=item,
+            campaign=campaign,
+            active_creatives=creatives.get(item.id, 0),
+            spend=item_totals.spend,
+            campaign_spend=view.spend,
+            impressions=item_totals.impressions,
+            progress=progress,
+            probability=probability,
+            now=now,
         )
-    # Spend of every line item counted for this campaign, archived ones included.
-    view.spend = sum((t.spend for t in totals.values()), Decimal(0))
-    view.impressions = sum(t.impressions for t in totals.values())
+        view.line_items.append(
+            LineItemView(item, item_totals, progress, probability, goal, planned, reasons)
+        )
     return view
+
+
+def active_creatives(
+    session: Session, principal: Principal | None, *, campaign_id: int | None = None
+) -> dict[int, int]:
+    """Active creatives per line item (of one campaign, or all the principal can see)."""
+    from sqlalchemy import func, select
+
+    from backbeat.catalog.models import Creative
+
+    statement = (
+        select(Creative.line_item_id, func.count())
+        .where(Creative.status == Status.ACTIVE)
+        .group_by(Creative.line_item_id)
+    )
+    if campaign_id is not None:
+        statement = statement.where(
+            Creative.line_item_id.in_(
+                select(LineItem.id).where(LineItem.campaign_id == campaign_id)
+            )
+        )
+    elif principal is not None and not principal.is_admin:
+        statement = statement.where(Creative.advertiser_id == principal.advertiser_id)
+    return {line_item_id: int(n) for line_item_id, n in session.execute(statement)}
 
 
 def campaign_items(session: Session, principal: Principal, campaign_id: int) -> list[LineItem]:
