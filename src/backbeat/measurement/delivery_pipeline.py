@@ -40,6 +40,7 @@ EXCERPT_CHARS = 500
 # Event types counted by default; a caller may count others (e.g. promotion's exposures)
 # by passing its own set: everything downstream is keyed by the type's name.
 COUNTED_TYPES: frozenset[str] = frozenset(event.value for event in DELIVERY_EVENTS)
+TRACKING_ONLY = frozenset({EventType.REJECTED.value, EventType.ERROR.value})
 STAGED = ("deltas", "state", "rejected", "bad", "duplicates", "watermark", "read")
 
 
@@ -73,6 +74,7 @@ class ParseDeliveryEventFn(beam.DoFn):  # type: ignore[misc]
 
     Main output: ``((decision, type), Copy)`` for counted types. ``rejected``: tracker
     rejections as ``((hour, reason), 1)``. ``ts``: every valid timestamp (watermark).
+    ``read``: one per tracking hit or bad record.
     Other kinds (opportunities, errors, conversions) are read and not counted here.
     """
 
@@ -81,17 +83,21 @@ class ParseDeliveryEventFn(beam.DoFn):  # type: ignore[misc]
 
     def process(self, element: tuple[str, bytes]) -> Iterator[Any]:
         position, payload = element
-        yield beam.pvalue.TaggedOutput("read", 1)
         try:
             record = orjson.loads(payload)
         except orjson.JSONDecodeError:
+            yield beam.pvalue.TaggedOutput("read", 1)
             yield beam.pvalue.TaggedOutput("bad", (position, "malformed-json", _excerpt(payload)))
             return
         reason = _problem(record, self.counted_types)
         if reason is not None:
+            yield beam.pvalue.TaggedOutput("read", 1)
             yield beam.pvalue.TaggedOutput("bad", (position, reason, _excerpt(payload)))
             return
         kind, ts = record["type"], float(record["ts"])
+        if kind in self.counted_types or kind in TRACKING_ONLY:
+            # "Events read" are tracking hits; decision-log and ledger records are not.
+            yield beam.pvalue.TaggedOutput("read", 1)
         yield beam.pvalue.TaggedOutput("ts", ts)
         if kind == EventType.REJECTED:
             why = str(record.get("reason") or "unknown")[:32]
