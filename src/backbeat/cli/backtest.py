@@ -39,12 +39,19 @@ from backbeat.config import Settings
     type=click.FloatRange(0.001, 1.0),
     help="Decision-log sampling rate of the simulated history.",
 )
+@click.option(
+    "--sample-by",
+    type=click.Choice(["request", "listener"]),
+    default="request",
+    show_default=True,
+    help="Keep the sample per request (as the ad server does) or per listener (id hash).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def backtest(
     settings: Settings,
     weeks: int, combinations: int, seed: int, daily_requests: int, listeners: int,
-    sample: float, as_json: bool,
+    sample: float, sample_by: str, as_json: bool,
 ) -> None:  # fmt: skip
     """Simulate weeks 1..k+1, forecast week k+1 from weeks 1..k, run the ad server on week
     k+1, and report WAPE of supply, reach, clicks and delivered guaranteed impressions and
@@ -63,6 +70,7 @@ def backtest(
             daily_requests=daily_requests,
             listeners=listeners,
             sample=sample,
+            sample_by=sample_by,
         )  # fmt: skip
     )
     if as_json:

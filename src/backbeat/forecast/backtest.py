@@ -69,6 +69,7 @@ class BacktestConfig:
     daily_requests: int = 10_000
     listeners: int = 40_000
     sample: float = 1.0  # decision-log sampling rate of the history
+    sample_by: str = "request"  # or "listener": how the decision log keeps its sample
     guaranteed: int = 6
 
     def __post_init__(self) -> None:
@@ -78,6 +79,8 @@ class BacktestConfig:
             raise InvalidInput(
                 "combinations must be between 1 and 10000", reason="invalid-backtest"
             )
+        if self.sample_by not in ("request", "listener"):
+            raise InvalidInput("sample_by is request or listener", reason="invalid-backtest")
         if not 0.0 < self.sample <= 1.0:
             raise InvalidInput("sample must be in (0, 1]", reason="invalid-backtest")
 
@@ -434,9 +437,12 @@ def serve_week(
 def _plan(history: Path, items: list[ServableLineItem], now: float) -> Any:
     """The allocation plan servers would load (share of eligible supply per guaranteed item)."""
     try:
-        from backbeat.serving.allocation import compute_plan, read_opportunities
-    except ImportError:  # moved into forecast/ by the allocation work: pace from no plan
-        return None
+        from backbeat.forecast.allocation.share import compute_plan, read_opportunities
+    except ImportError:  # before the plan moved from serving into forecast
+        from backbeat.serving.allocation import (  # type: ignore[no-redef]
+            compute_plan,
+            read_opportunities,
+        )
     return compute_plan(
         line_items=items,
         opportunities=read_opportunities(history, since=now - WEEK, until=now),
@@ -474,7 +480,10 @@ def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> Back
     with tempfile.TemporaryDirectory(prefix="backbeat-backtest-") as temporary:
         log_dir = Path(workdir or temporary) / "events"
         clock = time.perf_counter()
-        write_history(log_dir, traffic, sample=config.sample, app_of=listening_app)
+        write_history(
+            log_dir, traffic, sample=config.sample, sample_by=config.sample_by,
+            app_of=listening_app,
+        )  # fmt: skip
         seconds["write_log"] = time.perf_counter() - clock
 
         clock = time.perf_counter()

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from backbeat.catalog.vocabulary import WEEKDAYS
+from backbeat.errors import InvalidInput
 from backbeat.eventlog import EventLogWriter
 from backbeat.events import Event, EventType
 from backbeat.simulation.audience import ZONES
@@ -62,11 +63,23 @@ def draw_outcomes(
     fill_rate: float = 0.7,
     model: ResponseModel | None = None,
     seed: int | None = None,
+    sample_by: str = "request",
 ) -> Outcomes:
-    """Pick the decision-log sample and draw fills, clicks and conversions for it (seeded)."""
+    """Pick the decision-log sample and draw fills, clicks and conversions for it (seeded).
+
+    ``sample_by="request"`` keeps each request with probability ``sample``, as the ad
+    server does today; ``"listener"`` keeps all or none of a listener's requests (a hash
+    of the listener), under which distinct listeners scale exactly by ``1 / sample``.
+    """
+    if sample_by not in ("request", "listener"):
+        raise InvalidInput("sample_by is request or listener", reason="invalid-simulation")
     model = model or ResponseModel()
     rng = np.random.default_rng([traffic.config.seed if seed is None else seed, 0x0C7C0E])
-    keep = rng.random(len(traffic)) < sample if sample < 1.0 else np.ones(len(traffic), bool)
+    draw = rng.random(len(traffic))
+    if sample_by == "listener":
+        chance = np.random.default_rng([traffic.config.seed, 0x11573]).random(len(traffic.audience))
+        draw = chance[traffic.listener]
+    keep = draw < sample if sample < 1.0 else np.ones(len(traffic), bool)
     rows = np.flatnonzero(keep)
     size = rows.size
     filled = rng.random(size) < fill_rate
@@ -240,9 +253,12 @@ def write_history(
     model: ResponseModel | None = None,
     app_of: AppOf | None = None,
     batch: int = 50_000,
+    sample_by: str = "request",
 ) -> HistoryStats:
     """Append the traffic's decision-log sample and its outcomes to the event log in ``directory``."""
-    outcomes = draw_outcomes(traffic, sample=sample, fill_rate=fill_rate, model=model)
+    outcomes = draw_outcomes(
+        traffic, sample=sample, fill_rate=fill_rate, model=model, sample_by=sample_by
+    )
     with EventLogWriter(Path(directory), max_delay_s=0) as writer:
         pending: list[bytes] = []
         futures = []
