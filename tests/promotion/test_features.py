@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backbeat.promotion import features
 from backbeat.promotion.dataset import data_dir, features_dir, read_columns, read_exposures
@@ -147,3 +149,46 @@ def test_the_run_fails_on_a_volume_drop_against_the_previous_run(small_world, tm
     assert raised.value.reason == "data-quality"
     assert "[volume]" in raised.value.detail and "previous run" in raised.value.detail
     assert not (output / "features.parquet").exists()  # nothing published
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plays=st.lists(st.tuples(st.integers(0, 60 * DAY), st.integers(0, 5)), max_size=60),
+    exposures=st.lists(st.tuples(st.integers(0, 60 * DAY), st.integers(0, 5)), max_size=8),
+    queries=st.lists(
+        st.tuples(st.integers(0, 70 * DAY), st.integers(0, 6)), min_size=1, max_size=8
+    ),
+)
+def test_features_equal_plain_loops_over_the_past(plays, exposures, queries):
+    """Whatever the history, every count is over events strictly before the query time."""
+    start = T0
+    history = _history(
+        [(start + t, a) for t, a in plays],
+        [(start + t, a) for t, a in exposures],
+        clicks=[start + t + 30 for t, _ in exposures[::2]],
+        conversions=[start + t + 90 for t, _ in exposures[::3]],
+    )
+    popularity = features.Popularity.from_counts(start, np.zeros((7, 70), dtype=np.int64))
+    ts = np.array([start + t for t, _ in queries])
+    artists = np.array([a for _, a in queries])
+    rows = features.compute(history, ts, artists, artists % 2, np.zeros(len(queries)), popularity)
+    for row, (t, artist) in zip(rows, queries, strict=True):
+        at = start + t
+        past = [(pt + start, a) for pt, a in plays if pt + start < at]
+        recent = [(pt, a) for pt, a in past if pt >= at - 28 * DAY]
+        got = dict(zip(features.FEATURES, row, strict=True))
+        assert got["artist_plays_28d"] == sum(a == artist for _, a in recent)
+        assert got["artist_plays_ever"] == sum(a == artist for _, a in past)
+        assert got["listener_plays_28d"] == len(recent)
+        in_genre = sum(a % 2 == artist % 2 for _, a in recent)
+        assert got["genre_share_28d"] == pytest.approx(in_genre / len(recent) if recent else 0.0)
+        last = max((pt for pt, a in past if a == artist), default=None)
+        assert got["days_since_artist_play"] == pytest.approx(
+            365.0 if last is None else min((at - last) / DAY, 365.0)
+        )
+        assert got["past_exposures"] == sum(start + et < at for et, _ in exposures)
+        assert got["past_exposures_artist"] == sum(
+            start + et < at and a == artist for et, a in exposures
+        )
+        assert got["past_clicks"] == sum(start + et + 30 < at for et, _ in exposures[::2])
+        assert got["past_conversions"] == sum(start + et + 90 < at for et, _ in exposures[::3])

@@ -417,17 +417,6 @@ class PromotionScorer:
         profiles: Profiles,
     ) -> tuple[list[ScoredItem], list[ExcludedItem]]:
         n = len(eligible)
-        artists = np.array([campaigns[0].artist for _, campaigns in eligible], dtype=np.int64)
-        genres = np.array([profiles.genre(int(a)) for a in artists], dtype=np.int64)
-        surface_code = features.SURFACE_CODES.get(surface, 0)
-        matrix = features.compute(
-            profiles.history(listener),
-            np.full(n, int(now), dtype=np.int64),
-            artists,
-            genres,
-            np.full(n, surface_code),
-            profiles.popularity,
-        )
         p = np.full(n, np.nan)
         use_store = (
             surface == STORE_SURFACE and self.stored and self.stored_version == model.version
@@ -439,6 +428,21 @@ class PromotionScorer:
                 if hit is not None:
                     p[index] = hit
         missing = np.isnan(p)
+        # Features only where needed: items to score online, and audience checks.
+        needed = missing | np.array([len(c) > 1 or bool(c[0].audiences) for _, c in eligible])
+        matrix = np.zeros((n, len(features.FEATURES)))
+        if needed.any():
+            rows = np.flatnonzero(needed)
+            artists = np.array([eligible[i][1][0].artist for i in rows], dtype=np.int64)
+            genres = np.array([profiles.genre(int(a)) for a in artists], dtype=np.int64)
+            matrix[rows] = features.compute(
+                profiles.history(listener),
+                np.full(len(rows), int(now), dtype=np.int64),
+                artists,
+                genres,
+                np.full(len(rows), features.SURFACE_CODES.get(surface, 0)),
+                profiles.popularity,
+            )
         if missing.any():
             assert model.model is not None
             p[missing] = model.model.predict(matrix[missing])
