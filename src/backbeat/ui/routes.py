@@ -269,8 +269,8 @@ def _supply(view: Viewer) -> list[dict[str, Any]]:
     slots, _ = list_objects(
         session=view.db, resource=SLOTS, principal=view.real, filters={}, limit=500, offset=0
     )
-    by_slot = tally.by_slot()
-    return [{"slot": slot, "supply": by_slot.get(slot.id)} for slot in slots]
+    by_slot, complete = tally.by_slot()
+    return [{"slot": slot, "supply": by_slot.get(slot.id), "complete": complete} for slot in slots]
 
 
 def supply_tally(request: Request) -> Any:
