@@ -205,6 +205,8 @@ class EventLogWriter:
             self._queued_records += 1
             if self._lazy_since is None:
                 self._lazy_since = time.monotonic()
+                if self._writer_idle:  # once per window: the writer sets its timer
+                    self._cond.notify()
             if self._queued_records >= self.max_batch:
                 self._cond.notify()
 

@@ -1,5 +1,11 @@
 """The shared ledger for many server replicas: frequency caps in Redis, budgets on local leases.
 
+Modules: ``redis_scripts`` (the Lua), ``redis_protocol`` (the hot-path connection and
+command packing), ``redis_breaker`` (timeouts, the circuit breaker, recovery),
+``redis_leases`` (budget leases), ``redis_flushes`` (delivery counters); this one composes
+them into the ``Ledger`` (hot-path methods, entries per line item, the background thread).
+Decisions on it do socket I/O (``blocking``): async handlers run them on a thread.
+
 Frequency caps
     ``acquire_caps`` is one EVALSHA of ``CAPS_LUA``: given the listener and the ordered
     candidates' cap rules it finds, atomically, the first candidate under all its caps,
@@ -59,171 +65,30 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.connection import AbstractConnection
-from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from backbeat.observability import REDIS_ERRORS, REDIS_ROUND_TRIPS, REDIS_UP, log
+from backbeat.observability import REDIS_UP, log
 from backbeat.serving.ledger import DAY, Delivery, day_of
+from backbeat.serving.redis_breaker import Breaker, RedisUnavailable
+from backbeat.serving.redis_flushes import Flushes, _Counter
+from backbeat.serving.redis_leases import Leases, _Lease
+from backbeat.serving.redis_protocol import HotPath
+from backbeat.serving.redis_scripts import CAPS_LUA, FLUSH_LUA, LEASE_LUA
 from backbeat.serving.snapshot import ServableLineItem
 
-T = TypeVar("T")
+__all__ = ["RedisLedger", "RedisUnavailable"]
 
 CAP_SLACK_SECONDS = 300  # counters outlive their window a little: clocks differ between replicas
 KEEP_AFTER_FLIGHT_SECONDS = 7 * DAY
-MIN_LEASE_IMPRESSIONS = 4
-LEASE_SECONDS = 10.0  # a lease should last about this long at the recent local spend rate
-MAX_LEASE_SHARE = 100  # a lease is at most 1/100 of its budget
-EXHAUSTED_RETRY_SECONDS = 2.0  # how often to ask again for a budget that was used up
-REPLICA_TTL_SECONDS = 10.0
-WATCH_SECONDS = 30.0  # keep pulling global delivery of items pacing asked about this recently
-BATCH = 200  # keys per script call: long scripts would stall every replica's caps calls
 MICROS = 1000  # CPM-micro units per micro of budget
-TIMEOUTS_TO_OPEN = 2
-
-CAPS_LUA = """
--- KEYS: distinct cap counters. ARGV[1]: number of candidates, then per candidate n and
--- n triples (KEYS index, count, ttl). Counts the first candidate under all its caps; a
--- counter's expiry is set when it is created (its window's end is fixed by then).
-local at = 2
-for candidate = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[at])
-  local free = true
-  for r = 0, n - 1 do
-    local rule = at + 1 + 3 * r
-    local used = tonumber(redis.call('GET', KEYS[tonumber(ARGV[rule])])) or 0
-    if used >= tonumber(ARGV[rule + 1]) then
-      free = false
-      break
-    end
-  end
-  if free then
-    for r = 0, n - 1 do
-      local rule = at + 1 + 3 * r
-      local key = KEYS[tonumber(ARGV[rule])]
-      if redis.call('INCR', key) == 1 then
-        redis.call('EXPIRE', key, ARGV[rule + 2])
-      end
-    end
-    return candidate - 1
-  end
-  at = at + 1 + 3 * n
-end
-return -1
-"""
-
-LEASE_LUA = """
--- KEYS: amounts leased so far (micros or impressions). ARGV per key: want, budget, floor,
--- held, ttl. Grants min(want, budget - leased); a negative want gives that much back; when
--- the budget was lowered below what is leased, takes back up to what the caller holds.
--- Returns per key: the grant (negative: taken back) and what is left to lease.
-local out = {}
-for i, key in ipairs(KEYS) do
-  local at = 5 * (i - 1)
-  local want, budget = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local floor, held, ttl = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
-  local leased = tonumber(redis.call('GET', key)) or 0
-  if leased < floor then
-    redis.call('SET', key, ARGV[at + 3])
-    leased = floor
-  end
-  local grant
-  if want < 0 then
-    grant = math.max(want, -leased)
-  elseif leased > budget then
-    grant = -math.min(held, leased - budget)
-  else
-    grant = math.min(want, budget - leased)
-  end
-  if grant ~= 0 then
-    redis.call('INCRBY', key, string.format('%d', grant))
-  end
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
-  end
-  out[2 * i - 1] = grant
-  out[2 * i] = budget - leased - grant
-end
-return out
-"""
-
-FLUSH_LUA = """
--- KEYS[1]: replica heartbeats; ARGV[1..3]: replica id, now, stale cutoff. Then per counter
--- KEYS[i] and ARGV field ('' for a plain key), floor, delta, ttl: raise the counter to the
--- floor, add the delta, return its value (strings: exact beyond 2^53).
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-local out = {redis.call('ZCARD', KEYS[1])}
-for i = 2, #KEYS do
-  local key, at = KEYS[i], 3 + 4 * (i - 2)
-  local name, floor, delta, ttl = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
-  local value
-  if name == '' then value = redis.call('GET', key) else value = redis.call('HGET', key, name) end
-  if (tonumber(value) or 0) < tonumber(floor) then
-    if name == '' then redis.call('SET', key, floor) else redis.call('HSET', key, name, floor) end
-  end
-  if delta ~= '0' then
-    if name == '' then
-      redis.call('INCRBY', key, delta)
-    else
-      redis.call('HINCRBY', key, name, delta)
-    end
-  end
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
-  end
-  if name == '' then out[i] = redis.call('GET', key) else out[i] = redis.call('HGET', key, name) end
-end
-return out
-"""
-
-
-class RedisUnavailable(Exception):
-    """Redis did not answer (or the breaker is open); the caller falls back to local state."""
-
-
-@dataclass(slots=True, eq=False)
-class _Counter:
-    """A delivery counter: the global total last read, plus what is on its way or not sent."""
-
-    key: str
-    name: str  # hash field, or "" for a plain key
-    ttl_at: float = 0.0  # ledger time after which Redis may forget it (0: never)
-    known: int = 0
-    inflight: int = 0
-    delta: int = 0
-
-    def total(self) -> int:
-        return self.known + self.inflight + self.delta
-
-
-@dataclass(slots=True, eq=False)
-class _Lease:
-    """Budget this replica may spend without asking Redis, for one budget counter."""
-
-    key: str
-    reason: str  # why an item is blocked once the budget is used up
-    scale: int  # local units per Redis unit: MICROS for money, 1 for impressions
-    floor: Callable[[], int]  # local units known spent globally: a lower bound on leased
-    budget: int = -1  # Redis units (micros or impressions), from the latest snapshot
-    ttl_at: float = 0.0
-    unit: int = 1  # Redis units one impression costs (largest seen)
-    available: int = 0  # local units; negative after a race between two threads
-    low_water: int = 0
-    remaining: int | None = None  # Redis units still unleased at the last grant
-    pending: bool = False
-    exhausted: bool = False
-    retry_at: float = 0.0
-    used: int = 0  # local units spent since the last grant
-    granted_at: float = 0.0
-    rate: float = 0.0  # Redis units per second, smoothed
 
 
 @dataclass(slots=True, eq=False)
@@ -248,7 +113,7 @@ class _Stats:
     background: int = 0
 
 
-class RedisLedger:
+class RedisLedger(HotPath, Breaker, Leases, Flushes):
     """``Ledger`` shared by every replica through one Redis; see the module docstring."""
 
     blocking = True  # decisions do socket I/O: async callers run them on a thread
@@ -476,35 +341,6 @@ class RedisLedger:
 
     # -- local state --------------------------------------------------------------------
 
-    def _counter(self, key: str, name: str, ttl_at: float = 0.0) -> _Counter:
-        found = self._counters.get(f"{key}#{name}")
-        if found is None:
-            found = self._counters[f"{key}#{name}"] = _Counter(key, name)
-        if ttl_at:
-            found.ttl_at = ttl_at
-        return found
-
-    def _lease(
-        self,
-        key: str,
-        reason: str,
-        scale: int,
-        floor: Callable[[], int],
-        budget: int,
-        ttl_at: float,
-    ) -> _Lease:
-        lease = self._leases.get(key)
-        if lease is None:
-            lease = self._leases[key] = _Lease(key, reason, scale, floor)
-        lease.ttl_at = ttl_at
-        if lease.budget != budget:
-            changed = lease.budget >= 0
-            lease.budget = budget
-            lease.exhausted = False
-            if changed:  # the catalog moved the budget: grant more, or give some back
-                self._request(lease)
-        return lease
-
     def _cached(self, item: ServableLineItem, now: float) -> _Entry:
         entry = self._entries.get(item.id)
         if entry is None or entry.item is not item or entry.day != day_of(now):
@@ -553,30 +389,6 @@ class RedisLedger:
             self._entries[item.id] = entry
         return entry
 
-    def _short(self, lease: _Lease, need: int) -> str:
-        """The item cannot spend from ``lease`` now: ask for more in the background."""
-        lease.unit = max(lease.unit, -(-need // lease.scale))
-        if not lease.exhausted:
-            self._request(lease)
-            return "budget-lease-empty"
-        now = time.monotonic()
-        if now >= lease.retry_at:  # replicas may have given leases back since
-            lease.retry_at = now + EXHAUSTED_RETRY_SECONDS
-            self._request(lease)
-        return lease.reason
-
-    def _consume(self, lease: _Lease, amount: int) -> None:
-        lease.available -= amount
-        lease.used += amount
-        if lease.available < lease.low_water and not lease.exhausted:
-            self._request(lease)
-
-    def _request(self, lease: _Lease) -> None:
-        if not lease.pending:
-            lease.pending = True
-            self._queue.append(lease)
-            self._wake.set()
-
     def _caps_arguments(
         self, listener: str, candidates: Sequence[ServableLineItem], now: float
     ) -> tuple[list[str], list[int]]:
@@ -611,98 +423,8 @@ class RedisLedger:
 
     # -- Redis calls and the breaker ----------------------------------------------------
 
-    def _hot_connection(self) -> Any:  # an AbstractConnection, whose methods are unannotated
-        """This thread's own connection for the caps script.
-
-        Going through the pool costs about as much as the round trip itself (checkout,
-        liveness peek, release); serving threads are long-lived, so each keeps one.
-        """
-        local = self._local
-        connection: Any = getattr(local, "connection", None)
-        if connection is not None and local.generation == self._generation:
-            return connection
-        if connection is not None:
-            connection.disconnect()
-        pool = self._fast.connection_pool
-        connection = pool.connection_class(**pool.connection_kwargs)
-        local.connection, local.generation = connection, self._generation
-        self._hot_connections.add(connection)
-        return connection
-
-    def _run_caps(self, keys: list[str], args: list[int]) -> int:
-        connection = self._hot_connection()
-        parts = [str(len(keys)).encode(), *(key.encode() for key in keys)]
-        parts += [str(arg).encode() for arg in args]
-        try:
-            try:
-                connection.send_packed_command([_resp([b"EVALSHA", self._caps_sha, *parts])])
-                return int(connection.read_response())
-            except NoScriptError:  # a restarted Redis has forgotten the script
-                connection.send_command("SCRIPT", "LOAD", CAPS_LUA)
-                self._caps_sha = connection.read_response()
-                connection.send_packed_command([_resp([b"EVALSHA", self._caps_sha, *parts])])
-                return int(connection.read_response())
-        except (redis.ConnectionError, redis.TimeoutError):
-            connection.disconnect()  # a reply may still be on its way: never reuse the socket
-            raise
-
     def _run_script(self, operation: str, script: Script, keys: list[str], args: list[Any]) -> Any:
         return self._call(operation, lambda: script(keys, args, client=self._slow))
-
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
-        try:
-            result = call()
-        except redis.TimeoutError as exc:
-            # One slow answer is more often a busy machine than a dead server: open only on
-            # the second in a row (a hung Redis costs each thread at most one timeout more).
-            self._timeouts += 1
-            if self._timeouts >= TIMEOUTS_TO_OPEN:
-                self._fault(operation, exc)
-            else:
-                REDIS_ERRORS.labels(operation).inc()
-            raise RedisUnavailable(operation) from exc
-        except redis.ConnectionError as exc:
-            self._fault(operation, exc)
-            raise RedisUnavailable(operation) from exc
-        except redis.RedisError as exc:
-            REDIS_ERRORS.labels(operation).inc()
-            log.error("redis call failed", operation=operation, error=repr(exc))
-            raise RedisUnavailable(operation) from exc
-        self._timeouts = 0
-        REDIS_ROUND_TRIPS.labels(operation).inc()
-        return result
-
-    def _fault(self, operation: str, exc: Exception) -> None:
-        REDIS_ERRORS.labels(operation).inc()
-        with self._breaker_lock:
-            self._retry_at = time.monotonic() + self.retry_interval
-            if not self._up:
-                return
-            self._up = False
-            self._down_since = time.monotonic()
-        REDIS_UP.set(0)
-        log.warning(
-            "redis unreachable: capped items skipped, budgets served from held leases",
-            operation=operation,
-            error=repr(exc),
-        )
-
-    def _probe(self) -> None:
-        if time.monotonic() < self._retry_at:
-            return
-        # Connections from before the outage are dead; drop them rather than fail on each.
-        self._fast.connection_pool.disconnect()
-        self._slow.connection_pool.disconnect()
-        try:
-            self._call("ping", self._slow.ping)
-        except RedisUnavailable:
-            return
-        with self._breaker_lock:
-            self._generation += 1
-            self._up = True
-            down = time.monotonic() - self._down_since
-        REDIS_UP.set(1)
-        log.info("redis reachable again", down_seconds=round(down, 3))
 
     # -- background ---------------------------------------------------------------------
 
@@ -728,150 +450,3 @@ class RedisLedger:
                 continue  # logged by the breaker; leases and counters wait for recovery
             except Exception:  # never let the thread die: serving depends on it
                 log.exception("ledger background step failed")
-
-    def _refill(self) -> None:
-        batch: list[_Lease] = []
-        seen: set[int] = set()
-        while self._queue:
-            lease = self._queue.popleft()
-            if id(lease) not in seen:
-                seen.add(id(lease))
-                batch.append(lease)
-        try:
-            for start in range(0, len(batch), BATCH):
-                self._grant(batch[start : start + BATCH])
-        except RedisUnavailable:
-            self._queue.extend(lease for lease in batch if lease.pending)
-            raise
-
-    def _grant(self, leases: list[_Lease]) -> None:
-        now = time.monotonic()
-        wants = [self._want(lease, now) for lease in leases]
-        args: list[int] = []
-        for lease, want in zip(leases, wants, strict=True):
-            held = max(lease.available, 0) // lease.scale
-            floor = -(-lease.floor() // lease.scale)
-            ttl = int(lease.ttl_at - self._now) if lease.ttl_at else 0
-            args += [want, lease.budget, floor, held, max(ttl, 0)]
-        keys = [lease.key for lease in leases]
-        result = self._run_script("lease", self._lease_script, keys, args)
-        self.stats.background += 1
-        with self._lock:
-            for n, lease in enumerate(leases):
-                grant, remaining = int(result[2 * n]), int(result[2 * n + 1])
-                lease.available += grant * lease.scale
-                lease.remaining = remaining
-                lease.exhausted = remaining <= 0 and grant < wants[n]
-                lease.granted_at = now
-                lease.used = 0
-                lease.low_water = max(lease.unit, wants[n] // 3) * lease.scale
-                lease.pending = False
-                if lease.exhausted:
-                    lease.retry_at = now + EXHAUSTED_RETRY_SECONDS
-
-    def _want(self, lease: _Lease, now: float) -> int:
-        """How much to ask for, in Redis units; see "Lease size" in the module docstring."""
-        if lease.granted_at:
-            rate = lease.used / lease.scale / max(now - lease.granted_at, 0.2)
-            lease.rate = rate if not lease.rate else (lease.rate + rate) / 2
-        unit = max(lease.unit, 1)
-        ceiling = max(unit, lease.budget // MAX_LEASE_SHARE)
-        least = min(MIN_LEASE_IMPRESSIONS * unit, ceiling)
-        remaining = lease.budget if lease.remaining is None else lease.remaining
-        share = remaining // (2 * max(self._replicas, 1))
-        want = max(least, min(ceiling, int(lease.rate * LEASE_SECONDS), share))
-        if lease.available < 0:  # a race spent past the lease: cover it first
-            debt = -lease.available
-            want += -(-debt // lease.scale)
-        return want
-
-    def _flush(self) -> None:
-        """Push local deltas, pull global totals (and heartbeat), in batched script calls."""
-        cutoff = time.monotonic() - WATCH_SECONDS
-        with self._lock:
-            counters = set(self._dirty)
-            self._dirty.clear()
-            for item_id, asked in list(self._watched.items()):
-                if asked < cutoff:
-                    del self._watched[item_id]
-                    continue
-                entry = self._entries.get(item_id)
-                if entry is not None:
-                    counters.update((entry.units, entry.impressions, entry.today))
-            batch = list(counters)
-            for counter in batch:
-                counter.inflight, counter.delta = counter.delta, 0
-        try:
-            if not batch:
-                self._flush_batch([])
-            for start in range(0, len(batch), BATCH):
-                self._flush_batch(batch[start : start + BATCH])
-        except RedisUnavailable:
-            with self._lock:
-                for counter in batch:
-                    if counter.inflight:
-                        counter.delta += counter.inflight
-                        counter.inflight = 0
-                        self._dirty.add(counter)
-            raise
-
-    def _flush_batch(self, counters: list[_Counter]) -> None:
-        wall = time.time()
-        keys = [f"{self.prefix}replicas"]
-        args: list[Any] = [self.replica_id, wall, wall - REPLICA_TTL_SECONDS]
-        for counter in counters:
-            keys.append(counter.key)
-            ttl = max(int(counter.ttl_at - self._now), 0) if counter.ttl_at else 0
-            args += [counter.name, counter.known, counter.inflight, ttl]
-        result = self._run_script("flush", self._flush_script, keys, args)
-        self.stats.background += 1
-        self._replicas = max(int(result[0]), 1)
-        with self._lock:
-            for counter, value in zip(counters, result[1:], strict=True):
-                counter.known = max(int(value or 0), counter.known + counter.inflight)
-                counter.inflight = 0
-
-    def _return_leases(self) -> None:
-        with self._lock:
-            held = [lease for lease in self._leases.values() if lease.available >= lease.scale]
-            amounts = [lease.available // lease.scale for lease in held]
-            for lease, amount in zip(held, amounts, strict=True):
-                lease.available -= amount * lease.scale
-        for start in range(0, len(held), BATCH):
-            keys = [lease.key for lease in held[start : start + BATCH]]
-            args: list[int] = []
-            for amount in amounts[start : start + BATCH]:
-                args += [-amount, 0, 0, 0, 0]  # a negative want gives that much back
-            self._run_script("lease", self._lease_script, keys, args)
-
-    def _prune(self) -> None:
-        """Forget entries, leases and counters of days that are over."""
-        yesterday = day_of(self._now) - 1
-        with self._lock:
-            stale = [item_id for item_id, entry in self._entries.items() if entry.day < yesterday]
-            for item_id in stale:
-                del self._entries[item_id]
-            for key in _daily_keys(self._leases, self.prefix + "lease:lid:", yesterday):
-                del self._leases[key]
-            for key in _daily_keys(self._counters, self.prefix + "lid:", yesterday):
-                if not self._counters[key].delta:
-                    del self._counters[key]
-
-
-def _resp(parts: list[bytes]) -> bytes:
-    """One command in the Redis protocol; half the cost of redis-py's general encoder."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out += (b"$%d\r\n" % len(part), part, b"\r\n")
-    return b"".join(out)
-
-
-def _daily_keys(table: dict[str, Any], prefix: str, before: int) -> Iterable[str]:
-    """Keys of per-day leases or counters (``<prefix><id>:<day>...``) for days before ``before``."""
-    stale = []
-    for key in table:
-        if key.startswith(prefix):
-            day = key[len(prefix) :].split(":", 1)[1].split("#", 1)[0]
-            if int(day) < before:
-                stale.append(key)
-    return stale
