@@ -114,7 +114,11 @@ def build_pod(
 class AdRequestFields(BaseModel):
     """What a player or ad inserter may say about an ad request (query or JSON)."""
 
-    listener: str | None = Field(default=None, max_length=128)
+    listener: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="1-128 characters of A-Za-z0-9._~:@- (else 400 invalid-listener)",
+    )
     country: str | None = Field(default=None, max_length=2, description="ISO 3166-1 alpha-2")
     region: str | None = Field(default=None, max_length=6, description="ISO 3166-2, e.g. US-CA")
     device: str | None = Field(default=None, max_length=64)
