@@ -112,7 +112,7 @@ def make_audience(count: int, seed: int, *, id_prefix: str = "sim") -> Audience:
         for d, u in zip(device.tolist(), agent_pick.tolist(), strict=True)
     ]
     octets = rng.integers(0, 256, size=(count, 2))
-    ip = [f"10.{count_ // 65536 % 256}.{a}.{b}" for count_, (a, b) in enumerate(octets.tolist())]
+    ip = [f"10.{n // 65536 % 256}.{a}.{b}" for n, (a, b) in enumerate(octets.tolist())]
     activity = rng.lognormal(-(LOYALTY_SIGMA**2) / 2, LOYALTY_SIGMA, size=count)
     classes = np.array([DEVICE_CLASSES.index(d) for d, _, _, _ in DEVICES])[device]
     shape = np.array([DEVICE_RHYTHMS[name].podcast_share for name in DEVICE_CLASSES])

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -165,9 +164,6 @@ class Traffic:
             "weekdays": WEEKDAYS[int(self.weekday[row])],
             "tz": tz,
         }
-
-    def rows(self) -> Iterator[int]:
-        return iter(range(len(self)))
 
 
 def simulate_traffic(config: TrafficConfig, audience: Audience | None = None) -> Traffic:
