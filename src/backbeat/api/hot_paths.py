@@ -192,6 +192,7 @@ def document_hot_paths(app: FastAPI) -> None:
                         "description": "VAST 4.2",
                         "content": {"application/xml": {"schema": {"type": "string"}}},
                     },
+                    "400": {**problem, "description": "invalid-listener"},
                     "404": problem,
                     "422": problem,
                 },
@@ -210,6 +211,7 @@ def document_hot_paths(app: FastAPI) -> None:
                     "403": problem,
                     "404": problem,
                     "410": problem,
+                    "422": {**problem, "description": "malformed-tracking-url"},
                 },
             }
         }
