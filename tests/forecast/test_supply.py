@@ -73,3 +73,30 @@ def test_the_projected_sample_adds_up_to_the_supply_forecast():
     # About the history's rate: 40,000 logged rows at 10% over 21 days.
     per_day = 40_000 / 0.1 / 21
     assert result.matched.value / (fractions.sum() / 24) == pytest.approx(per_day, rel=0.1)
+
+
+@pytest.mark.slow
+def test_daily_model_recovers_the_weekly_total_and_its_interval_holds_it():
+    first = int(NOW // HOUR) - 4 * WEEK_HOURS
+    held, errors = [], []
+    for seed in range(4):
+        truth, noisy = seasonal_series(5 * WEEK_HOURS, first, trend=0.2, noise=40.0, seed=seed)
+        result = forecast_supply(
+            noisy[None, : 4 * WEEK_HOURS],
+            first,
+            hour0=first + 4 * WEEK_HOURS,
+            horizon_hours=WEEK_HOURS,
+            model="auto",
+        )
+        assert result.model == "daily"
+        actual = noisy[4 * WEEK_HOURS :].sum()
+        errors.append(abs(result.mean[0].sum() - truth[4 * WEEK_HOURS :].sum()) / actual)
+        half = 1.2816 * result.sigma[0].sum()  # hours of a stratum taken as fully correlated
+        held.append(abs(result.mean[0].sum() - actual) <= half)
+        # The hourly shape follows the weekday's: the weekend is quieter.
+        saturday = (
+            hour_of_week((first + 4 * WEEK_HOURS + np.arange(WEEK_HOURS)) * float(HOUR)) // 24
+        ) == 5
+        assert result.mean[0][saturday].mean() < 0.8 * result.mean[0][~saturday].mean()
+    assert np.mean(errors) < 0.03
+    assert sum(held) >= 2

@@ -11,15 +11,16 @@ scarcest first within a tier, run on a random subsample of rows projected onto t
 hours of the horizon (a node is one row in one future hour, so flights are exact to the
 hour). HWM's plan is a share ``alpha`` per line item; under its online rule a request's
 supply left after the book is ``max(0, 1 - sum of the alphas of the items taking it)``.
-That sum is then accumulated over the whole sample, per *atom* (rows alike for every
-booked targeting, stratum and hour of week) and future week, with each ``alpha`` rescaled
-by the ratio of the item's eligible supply in the subsample to that in the full sample, so
-the full sample reserves each item's need and not a subsample's noisy guess of it.
+That sum is then accumulated over the whole sample per *group* (rows alike for every
+booked targeting) and day, each item counting for the share of the day its flight covers,
+with each ``alpha`` rescaled by the ratio of the item's eligible supply in the subsample
+to that in the full sample, so the full sample reserves each item's need and not a
+subsample's noisy guess of it. Work grows with the groups an item touches, not its rows.
 
-A forecast then reads ``remaining[level][week, atom]``: level 1 is what is left after
-sponsorship (what a guaranteed draft could get: ``possible``), level 2 after every booked
-item (``available``). Contention per line item comes from the subsample's allocation
-matrix (impressions per item and node).
+A forecast then reads what is left per row and future cycle (``RowSet.remaining``): after
+sponsorship (what a guaranteed draft could get: ``possible``) and after every booked item
+(``available``). Contention per line item comes from the subsample's allocation matrix
+(impressions per item and node).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from scipy import sparse
 
 from backbeat.catalog.vocabulary import TIER_RANK, Tier
 from backbeat.forecast.projection import Projection
-from backbeat.forecast.sample import SupplySample
+from backbeat.forecast.sample import WEEK_HOURS, SupplySample
 from backbeat.observability import log
 from backbeat.serving.snapshot import ServableLineItem
 
@@ -62,43 +63,17 @@ def remaining_need(
 
 
 @dataclass
-class Atoms:
-    """Rows grouped by (booked eligibility signature, stratum, phase)."""
-
-    of_row: np.ndarray  # int32 atom per sample row
-    stratum: np.ndarray  # (A,) int64
-    phase: np.ndarray  # (A,) int64 hour of week (or of day, see ``Projection.period``)
-    weight: np.ndarray  # (A,) float64 total sample weight
-
-    @property
-    def count(self) -> int:
-        return int(self.stratum.shape[0])
-
-
-@dataclass
 class BookedAllocation:
     items: list[ServableLineItem]  # the reserving items, in HWM's index order
     need: np.ndarray  # (m,) remaining need
     alpha: np.ndarray  # (m,) full-sample shares
     allocated: np.ndarray  # (m,) what HWM gives each on the subsample
-    atoms: Atoms
-    remaining: dict[int, np.ndarray]  # tier rank -> (cycles, A) float32 share left
+    group_of_row: np.ndarray  # int32 booked-eligibility group of each sample row
+    bucket_hours: int  # time resolution of ``remaining`` (24, or 168 for huge books)
+    remaining: dict[int, np.ndarray]  # tier rank -> (groups, buckets) float32 share left
     sub_rows: np.ndarray  # subsample row indices
     sub_nodes_hour: np.ndarray  # (cycles * R,) future hour index of each node
     taken: sparse.csr_matrix | None  # (m, cycles * R) impressions each item takes per node
-
-    def level_for(self, tier: str) -> np.ndarray | None:
-        """Supply left for a draft of ``tier`` after the items that outrank it (None: all)."""
-        rank = TIER_RANK.get(tier, TIER_RANK[Tier.NON_GUARANTEED])
-        if rank <= TIER_RANK[Tier.SPONSORSHIP]:
-            return None
-        if rank == TIER_RANK[Tier.GUARANTEED]:
-            return self.remaining[TIER_RANK[Tier.SPONSORSHIP]]
-        return self.remaining[TIER_RANK[Tier.GUARANTEED]]
-
-    @property
-    def available_level(self) -> np.ndarray:
-        return self.remaining[TIER_RANK[Tier.GUARANTEED]]
 
 
 def _item_hours(item: ServableLineItem, projection: Projection) -> tuple[int, int]:
@@ -180,63 +155,64 @@ def compute_booked(
         alpha_sub, allocated = result.alpha, result.allocated
         taken = _taken_matrix(node_supply, eligible, alpha_sub, result.order)
 
-    # Atoms: rows alike for every booked targeting, in one stratum and hour of week.
-    how = projection.phase(sample.how).astype(np.uint64)
-    stratum = sample.stratum.astype(np.uint64)
-    key = (
-        signature
-        ^ (stratum * np.uint64(0x9E3779B97F4A7C15))
-        ^ (how * np.uint64(0xC2B2AE3D27D4EB4F))
-    )
-    _, first_row, atom_of_row = np.unique(key, return_index=True, return_inverse=True)
-    atom_of_row = atom_of_row.astype(np.int32).reshape(-1)
-    atoms = Atoms(
-        of_row=atom_of_row,
-        stratum=sample.stratum[first_row].astype(np.int64),
-        phase=projection.phase(sample.how[first_row]),
-        weight=np.bincount(atom_of_row, weights=sample.weight, minlength=first_row.shape[0]),
-    )
-    count = atoms.count
-    atom_first = projection.hfirst[atoms.phase]
+    # Groups: rows alike for every booked targeting. Time in buckets of a day (a week when
+    # days x groups would not fit in memory), each item active for a share of a bucket.
+    if n:
+        _, group_of_row = np.unique(signature, return_inverse=True)
+        group_of_row = group_of_row.astype(np.int32).reshape(-1)
+    else:
+        group_of_row = np.zeros(0, dtype=np.int32)
+    groups = int(group_of_row.max()) + 1 if n else 0
+    bucket = 24 if groups * (projection.hours // 24) <= 20_000_000 else WEEK_HOURS
+    buckets = projection.hours // bucket
+    first = projection.hfirst[projection.phase(sample.how)]
+    bucket_supply = np.zeros(groups * buckets)
+    flat_group = group_of_row.astype(np.int64) * buckets
+    for cycle in range(cycles):
+        hour = first + cycle * period
+        bucket_supply += np.bincount(
+            flat_group + hour // bucket,
+            weights=sample.weight * unit[sample.stratum, hour],
+            minlength=groups * buckets,
+        )
+    bucket_supply = bucket_supply.reshape(groups, buckets)
 
-    # Pass 2: per atom and week, the sum of the shares of the items taking it.
+    # Pass 2: per group and bucket, the sum of the shares of the items taking it, each
+    # share rescaled from the subsample's eligible supply to the full sample's.
     share = {
-        rank: np.zeros((cycles, count), dtype=np.float64)
+        rank: np.zeros((groups, buckets), dtype=np.float64)
         for rank in (TIER_RANK[Tier.SPONSORSHIP], TIER_RANK[Tier.GUARANTEED])
     }
+    edges = np.arange(buckets + 1) * bucket
     alpha = np.zeros(m)
     for position, item in enumerate(items):
-        mask = matcher.match(item.targeting)
-        member = np.flatnonzero(np.bincount(atom_of_row[mask], minlength=count))
         lo, hi = _item_hours(item, projection)
-        cycles_of = range(max(lo // period - 1, 0), min(hi // period + 1, cycles))
-        spans: list[tuple[int, np.ndarray]] = []
-        full_supply = 0.0
-        for week in cycles_of:
-            hour = atom_first[member] + week * period
-            active = member[(hour >= lo) & (hour < hi)]
-            if active.size:
-                spans.append((week, active))
-                hours_active = atom_first[active] + week * period
-                full_supply += float(
-                    (atoms.weight[active] * unit[atoms.stratum[active], hours_active]).sum()
-                )
+        active = np.clip(
+            (np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo)) / bucket, 0.0, 1.0
+        )
+        days = np.flatnonzero(active)
+        if days.size == 0:
+            continue
+        mask = matcher.match(item.targeting)
+        member = np.flatnonzero(np.bincount(group_of_row[mask], minlength=groups))
+        block = np.ix_(member, days)
+        full_supply = float((bucket_supply[block] @ active[days]).sum())
         sub_supply_item = float(node_supply[eligible[position]].sum())
         if sub_supply_item > 0 and full_supply > 0:
             alpha[position] = min(1.0, alpha_sub[position] * sub_supply_item / full_supply)
         else:
             alpha[position] = 1.0 if full_supply > 0 else 0.0
-        for week, active in spans:
-            for rank, sums in share.items():
-                if item.tier_rank <= rank:
-                    sums[week, active] += alpha[position]
+        for rank, sums in share.items():
+            if item.tier_rank <= rank:
+                sums[block] += alpha[position] * active[days]
     remaining = {
         rank: np.clip(1.0 - sums, 0.0, 1.0).astype(np.float32) for rank, sums in share.items()
     }
     log.info(
         "booked allocation computed",
         reserving=m,
-        atoms=count,
+        groups=groups,
+        bucket_hours=bucket,
         subsample=sub_count,
         demand=float(need.sum()),
         allocated_subsample=float(allocated.sum()),
@@ -246,7 +222,8 @@ def compute_booked(
         need=need,
         alpha=alpha,
         allocated=allocated,
-        atoms=atoms,
+        group_of_row=group_of_row,
+        bucket_hours=bucket,
         remaining=remaining,
         sub_rows=sub_rows,
         sub_nodes_hour=node_hour,

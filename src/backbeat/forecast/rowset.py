@@ -71,11 +71,17 @@ def make_rowset(
         figures[:, MEASURED_CLICKS] = outcomes["click"] & outcomes.get("impression", True)
     if "conversion" in outcomes:
         figures[:, MEASURED_CONVERSIONS] = outcomes["conversion"] & outcomes.get("impression", True)
-    atom = booked.atoms.of_row[pick]
-    remaining = {
-        rank: np.ascontiguousarray(share[:, atom] * weight[None, :].astype(np.float32))
-        for rank, share in booked.remaining.items()
-    }
+    # Supply left per row and future cycle: its group's share left in the bucket of the
+    # hour the row stands for in that cycle, times its weight.
+    group = booked.group_of_row[pick]
+    first = projection.hfirst[projection.phase(sample.how[pick])]
+    remaining = {}
+    for rank, left in booked.remaining.items():
+        table_left = np.empty((projection.cycles, n), dtype=np.float32)
+        for cycle in range(projection.cycles):
+            bucket = (first + cycle * projection.period) // booked.bucket_hours
+            table_left[cycle] = left[group, bucket] * weight
+        remaining[rank] = table_left
     if rows is None:
         positions = booked.sub_rows
     else:

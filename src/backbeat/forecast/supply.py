@@ -1,7 +1,10 @@
 """Future supply per stratum and hour: daily and weekly seasonality and trend.
 
 The history is the decision log's hourly request totals per stratum (every logged request
-weighs ``1 / sampling rate``). ``mstl`` fits statsforecast's MSTL (seasons of 24 and 168
+weighs ``1 / sampling rate``). ``daily`` (the default from four days of history) fits
+statsforecast's AutoETS to daily totals (weekly season from two weeks) and spreads each day
+over its hours by the history's hour-of-weekday shares: seconds for any number of strata.
+``mstl`` fits statsforecast's MSTL (seasons of 24 and 168
 hours, an ETS trend with additive damped-free trend) per stratum and takes its 80%
 prediction interval; it needs two weeks for the weekly season and falls back to the
 daily one alone with less. ``profile`` is the cheap model for short histories and tests:
@@ -26,7 +29,7 @@ from backbeat.forecast.sample import HOUR, WEEK_HOURS, hour_of_week
 from backbeat.observability import log
 
 Z80 = 1.2815515655446004  # two-sided 80%: mean +- 1.28 sigma
-MODELS = ("auto", "mstl", "profile")
+MODELS = ("auto", "daily", "mstl", "profile")
 
 
 @dataclass(frozen=True)
@@ -83,14 +86,17 @@ def forecast_supply(
         return SupplyForecast(hour0, mean, mean.copy(), "none", 0, 0.0)
     chosen = model
     if model == "auto":
-        chosen = "mstl" if span >= 3 * 24 else "profile"
+        chosen = "daily" if span >= 4 * 24 else "profile"
     if chosen == "mstl" and span < 2 * 24:
         chosen = "profile"
-    if chosen == "mstl":
+    if chosen == "daily" and span < 4 * 24:
+        chosen = "profile"
+    if chosen in ("mstl", "daily"):
         try:
-            mean, sigma = _mstl(history, first_hour, steps)
+            fit = _mstl if chosen == "mstl" else _daily
+            mean, sigma = fit(history, first_hour, steps)
         except Exception:  # a numerical failure must not leave forecasting without supply
-            log.exception("MSTL supply model failed; using the hour-of-week profile")
+            log.exception("supply model failed; using the hour-of-week profile", model=chosen)
             chosen = "profile"
     if chosen == "profile":
         mean, sigma = _profile(history, first_hour, steps)
@@ -129,6 +135,60 @@ def _profile(history: np.ndarray, first_hour: int, steps: int) -> tuple[np.ndarr
         mean[s] = level[future_phase] * ratio
         sigma[s] = np.full(steps, spread)
     return mean, sigma
+
+
+def _daily(history: np.ndarray, first_hour: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Daily totals by AutoETS (weekly season from two weeks of history), spread over the
+    hours of each day by the history's share of each hour of that weekday (of any day with
+    under a week); a day's interval is spread the same way (fully correlated within it)."""
+    import pandas as pd
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoETS
+
+    strata, span = history.shape
+    hours = first_hour + np.arange(span)
+    day_start = -(-first_hour // 24)  # first whole day
+    day_end = (first_hour + span) // 24  # exclusive
+    days = day_end - day_start
+    whole = (hours // 24 >= day_start) & (hours // 24 < day_end)
+    daily = history[:, whole].reshape(strata, days, 24)
+    totals = daily.sum(axis=2)  # (S, days)
+    weekday = ((np.arange(day_start, day_end) + 3) % 7).astype(np.int64)  # Monday = 0
+    weekly = days >= 7
+    shares = np.zeros((strata, 7, 24))
+    for s in range(strata):
+        for d in range(7):
+            pick = weekday == d if weekly else np.ones(days, dtype=bool)
+            block = daily[s, pick]
+            total = block.sum()
+            shares[s, d] = block.sum(axis=0) / total if total > 0 else 1.0 / 24
+    season = 7 if days >= 14 else 1
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(strata), days),
+            "ds": np.tile(pd.to_datetime(np.arange(day_start, day_end) * 86400, unit="s"), strata),
+            "y": totals.reshape(-1),
+        }
+    )
+    last_hour = first_hour + span + steps
+    ahead = -(-last_hour // 24) - day_end + 1
+    engine = StatsForecast(
+        models=[AutoETS(season_length=season, model="ZZZ" if season > 1 else "ZZN")],
+        freq="D",
+        n_jobs=1,
+    )
+    result = engine.forecast(df=frame, h=ahead, level=[80]).sort_values(["unique_id", "ds"])
+    mean_days = result["AutoETS"].to_numpy(dtype=np.float64).reshape(strata, ahead)
+    low = result["AutoETS-lo-80"].to_numpy(dtype=np.float64).reshape(strata, ahead)
+    high = result["AutoETS-hi-80"].to_numpy(dtype=np.float64).reshape(strata, ahead)
+    if not np.isfinite(mean_days).all():
+        raise FloatingPointError("non-finite daily forecast")
+    sigma_days = np.nan_to_num((high - low) / (2 * Z80), nan=0.0, posinf=0.0)
+    future = first_hour + span + np.arange(steps)
+    day = future // 24 - day_end  # index into the forecast days
+    future_weekday = ((future // 24 + 3) % 7).astype(np.int64)
+    share = shares[:, future_weekday, future % 24]  # (S, steps)
+    return mean_days[:, day] * share, sigma_days[:, day] * share
 
 
 def _mstl(history: np.ndarray, first_hour: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
