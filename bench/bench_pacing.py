@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.catalog.vocabulary import TIER_RANK, Pacing, Tier  # noqa: E402
-from backbeat.serving.allocation import Opportunity, compute_plan  # noqa: E402
+from backbeat.forecast.allocation.share import Opportunity, compute_plan  # noqa: E402
 from backbeat.serving.decisions import Decider  # noqa: E402
 from backbeat.serving.ledger import MemoryLedger  # noqa: E402
 from backbeat.serving.pacing import DEFAULT_CURVE, PacingController, TrafficCurve  # noqa: E402

@@ -21,23 +21,11 @@ from backbeat.config import Settings
 from backbeat.errors import InvalidInput
 from backbeat.eventlog import EventLogWriter
 from backbeat.events import Event, EventType
-from backbeat.serving.allocation import (
-    AllocationPlan,
-    Opportunity,
-    PlanFile,
-    compute_plan,
-    read_opportunities,
-    read_plan,
-    write_plan,
-)
+from backbeat.forecast.allocation.share import Opportunity, compute_plan, read_opportunities
+from backbeat.forecast.traffic_curve import learn_traffic_curve
 from backbeat.serving.ledger import Delivery
-from backbeat.serving.pacing import (
-    DEFAULT_CURVE,
-    PacingController,
-    PlanEntry,
-    TrafficCurve,
-    learn_traffic_curve,
-)
+from backbeat.serving.pacing import DEFAULT_CURVE, PacingController, PlanEntry, TrafficCurve
+from backbeat.serving.plan import AllocationPlan, PlanFile, read_plan, write_plan
 from backbeat.serving.snapshot import ServableCreative, ServableLineItem, Snapshot
 from backbeat.serving.targeting_index import compile_predicate
 
@@ -437,6 +425,8 @@ def test_plan_command_writes_the_plan_from_database_and_log(tmp_path, runner, de
     written = orjson.loads((tmp_path / "var" / "allocation-plan.json").read_bytes())
     assert set(written["line_items"]) == {"1"}
     assert 0.1 < written["line_items"]["1"]["share"] < 0.3  # 500 of about 2700 US requests a day
+    assert written["algorithm"] == "shale" and written["line_items"]["1"]["rank"] == 0
+    assert written["line_items"]["1"]["theta"] == pytest.approx(written["line_items"]["1"]["share"], rel=0.01)
     assert "planned 1 line items" in result.output
 
 

@@ -28,7 +28,7 @@ from backbeat.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
 from backbeat.observability import DECISION_LOG_DROPPED, configure_logging, log
 from backbeat.reporting.service import delivered_so_far
-from backbeat.serving.allocation import PlanFile
+from backbeat.serving.plan import PlanFile
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.pacing import PacingController
 from backbeat.serving.reconcile import Reconciler

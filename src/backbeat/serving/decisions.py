@@ -25,6 +25,7 @@ from backbeat.errors import InvalidInput
 from backbeat.serving.auction import clearing_price
 from backbeat.serving.ledger import Ledger
 from backbeat.serving.pacing import PacingController
+from backbeat.serving.plan import PlanRule
 from backbeat.serving.request import AdRequest, PodRequest, request_attributes
 from backbeat.serving.snapshot import ServableCreative, ServableLineItem, ServableSlot, Snapshot
 from backbeat.serving.targeting_index import iter_bits
@@ -105,6 +106,7 @@ class Decider:
     drive_pacing: bool = True
     _rng: random.Random = field(init=False, repr=False)
     _rotation: int = field(default=0, repr=False)
+    _plan_rule: tuple[Snapshot, object, PlanRule] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -141,7 +143,7 @@ class Decider:
         used_ms = 0
         # Locally eligible items, best first; ``ahead`` holds those pulled but not used up
         # (short-listed behind a winner, or looked at while pricing), in the same order.
-        walk = self._eligible(snapshot, slot, reserve, bits, now, reasons)
+        walk = self._eligible(snapshot, slot, reserve, self._planned(snapshot, bits, now, reasons), now, reasons)  # fmt: skip
         ahead: list[ServableLineItem] = []
         eligible_seen = 0
 
@@ -235,6 +237,27 @@ class Decider:
                 reasons[reason] += 1
                 continue
             yield item
+
+    def _planned(self, snapshot: Snapshot, bits: int, now: float, reasons: Counter[str]) -> int:
+        """The candidates, less the planned guaranteed items the plan's online rule passes over.
+
+        With an HWM or SHALE plan loaded, a request several planned items want goes to at
+        most one of them, drawn by the plan's shares (``serving.plan``); the others skip it.
+        """
+        plan = self.pacing.plan
+        if not plan:
+            return bits
+        cached = self._plan_rule
+        if cached is None or cached[0] is not snapshot or cached[1] is not plan:
+            cached = self._plan_rule = (snapshot, plan, PlanRule(snapshot, plan))
+        rule = cached[2]
+        if not bits & rule.bits:
+            return bits
+        excluded = rule.pick(bits, now, self._rng.random())
+        if not excluded:
+            return bits
+        reasons["allocated-elsewhere"] += excluded.bit_count()
+        return bits & ~excluded
 
     def _local_block(
         self, item: ServableLineItem, slot: ServableSlot, reserve: int, now: float

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,12 +52,10 @@ from backbeat.serving.snapshot import ServableLineItem, Snapshot
 
 __all__ = [
     "DEFAULT_CURVE",
-    "CurveTally",
     "PacingController",
     "PlanEntry",
     "PlanSource",
     "TrafficCurve",
-    "learn_traffic_curve",
 ]
 
 HOUR = 3600
@@ -125,94 +123,23 @@ class TrafficCurve:
         return min(self.between(start, t) / self.between(start, end), 1.0)
 
 
-class CurveTally:
-    """Opportunities per UTC hour of day, for learning a curve in one pass over a log."""
-
-    def __init__(self) -> None:
-        self.weights = [0.0] * 24
-        self.samples = 0
-        self.first: float | None = None
-        self.last: float | None = None
-
-    def add(self, ts: float, weight: float = 1.0) -> None:
-        self.weights[int(ts // HOUR) % 24] += weight
-        self.samples += 1
-        if self.first is None or ts < self.first:
-            self.first = ts
-        if self.last is None or ts > self.last:
-            self.last = ts
-
-    def coverage(self) -> list[float]:
-        """How many hours of each hour of day the tally spans (partial hours count partly)."""
-        covered = [0.0] * 24
-        if self.first is None or self.last is None:
-            return covered
-        bucket = int(self.first // HOUR)
-        while bucket * HOUR < self.last:
-            seconds = min(self.last, (bucket + 1) * HOUR) - max(self.first, bucket * HOUR)
-            covered[bucket % 24] += seconds / HOUR
-            bucket += 1
-        return covered
-
-    def curve(
-        self,
-        *,
-        fallback: Sequence[float] = DEFAULT_CURVE,
-        min_samples: int = 1000,
-        prior_hours: float = 0.05,
-    ) -> TrafficCurve:
-        """The learned curve, or ``fallback`` when the tally is too thin to say anything.
-
-        Each hour's rate is its traffic over the time the tally spans it, shrunk towards the
-        fallback's shape by ``prior_hours`` of pseudo-observation, so a thin hour (or one the
-        log does not reach) takes the fallback's shape at the observed level rather than a
-        noisy or zero weight that would starve or flood it.
-        """
-        if self.samples < min_samples:
-            return TrafficCurve(fallback)
-        covered = self.coverage()
-        fallback_total = math.fsum(fallback)
-        shape = [weight / fallback_total for weight in fallback]
-        seen = [hour for hour in range(24) if covered[hour] > 0]
-        level = math.fsum(self.weights[hour] for hour in seen) / math.fsum(
-            shape[hour] * covered[hour] for hour in seen
-        )
-        if not level > 0:
-            return TrafficCurve(fallback)
-        hourly = [
-            (self.weights[hour] + prior_hours * level * shape[hour]) / (covered[hour] + prior_hours)
-            for hour in range(24)
-        ]
-        floor = 1e-3 * math.fsum(hourly) / 24
-        return TrafficCurve([max(weight, floor) for weight in hourly])
-
-
-def learn_traffic_curve(
-    samples: Iterable[tuple[float, float]],
-    *,
-    fallback: Sequence[float] = DEFAULT_CURVE,
-    min_samples: int = 1000,
-) -> TrafficCurve:
-    """A curve from ``(ts, weight)`` pairs: decision-log opportunities, weight 1/sample.
-
-    ``backbeat.serving.allocation.read_opportunities`` reads them from the event log.
-    """
-    tally = CurveTally()
-    for ts, weight in samples:
-        tally.add(ts, weight)
-    return tally.curve(fallback=fallback, min_samples=min_samples)
-
-
 @dataclass(frozen=True, slots=True)
 class PlanEntry:
     """The allocation plan's numbers for one guaranteed line item."""
 
     share: float  # of its eligible supply it needs: the starting pass-through probability
     supply_forecast: int | None = None  # eligible requests forecast over the rest of its flight
+    # HWM/SHALE plans (``serving.plan``): allocation order and the plan's numbers. With
+    # them the online rule decides which planned item a request goes to, and pacing only
+    # shapes that in time (starting at 1).
+    rank: int | None = None
+    alpha: float | None = None
+    theta: float | None = None
+    weight: float = 1.0
 
 
 class PlanSource(Protocol):
-    """Where a controller gets its allocation plan (``allocation.PlanFile``)."""
+    """Where a controller gets its allocation plan (``serving.plan.PlanFile``)."""
 
     def poll(self) -> tuple[Mapping[int, PlanEntry], TrafficCurve | None] | None:
         """The plan and, if it carries one, a learned curve when they changed; else None."""
@@ -306,6 +233,8 @@ class PacingController:
             return 1.0  # nothing to spread
         entry = self.plan.get(item.id)
         if entry is not None:
+            if entry.alpha is not None:
+                return 1.0  # the plan's online rule already thins its supply
             return min(1.0, max(0.0, entry.share))
         return self.initial_probability
 
