@@ -560,3 +560,33 @@ def _worker(url: str) -> None:
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     sys.path.insert(0, str(Path(__file__).parents[1]))
     _worker(sys.argv[2])
+
+
+def test_caps_allow_reads_a_rival_the_way_the_auction_saw_it(ledger):
+    """The second-price runner-up check: reads counters (counts nothing), and a counter the
+    winner just moved is read as it was before the decision."""
+    winner = item(1, caps=[("c:9", 2, 3600)], campaign_id=9)
+    rival = item(2, caps=[("c:9", 2, 3600), ("li:2", 1, 60)], campaign_id=9)
+    assert ledger.caps_allow("l", item(3), T0)  # no caps: no Redis call
+    assert ledger.acquire_caps("l", [winner], T0) == (0, "")  # campaign 1 of 2
+    assert ledger.caps_allow("l", rival, T0)
+    assert ledger.acquire_caps("l", [winner], T0) == (0, "")  # campaign 2 of 2
+    assert not ledger.caps_allow("l", rival, T0)  # full for everyone after this decision
+    assert ledger.caps_allow("l", rival, T0, winner)  # but not before it
+    assert ledger.caps_allow("l", rival, T0, winner)  # reading twice counted nothing
+    assert ledger.acquire_caps("other", [rival], T0) == (0, "")
+    assert not ledger.caps_allow("other", rival, T0, winner)  # its own 1 a minute is used
+
+
+def test_the_memory_ledger_forgets_cap_windows_that_ended():
+    from backbeat.serving.ledger import MemoryLedger
+
+    memory = MemoryLedger()
+    hourly, flight = item(1, caps=[("li:1", 5, 3600)]), item(2, caps=[("li:2", 5, None)])
+    for n in range(50):
+        memory.acquire_caps(f"l{n}", [hourly], T0)
+        memory.acquire_caps(f"l{n}", [flight], T0)
+    assert memory.cap_counters() == 100
+    memory.prune(T0 + 2 * 3600)
+    assert memory.cap_counters() == 50  # whole-flight counters stay
+    assert memory.acquire_caps("l1", [flight], T0 + 2 * 3600) == (0, "")

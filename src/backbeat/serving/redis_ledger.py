@@ -245,11 +245,11 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
             values = self._call("caps", lambda: self._fast.mget(keys))
         except RedisUnavailable:
             return False
-        shared = {
-            key
-            for key in self._caps_arguments(listener, [counted], now)[0]
+        shared = (
+            set(self._caps_arguments(listener, [counted], now)[0])
             if counted is not None and counted.caps
-        }
+            else set()
+        )
         used = {
             key: int(value or 0) - (key in shared) for key, value in zip(keys, values, strict=True)
         }
