@@ -434,8 +434,15 @@ def serve_week(
 # -- the run -----------------------------------------------------------------------------
 
 
-def _plan(history: Path, items: list[ServableLineItem], now: float) -> Any:
-    """The allocation plan servers would load (share of eligible supply per guaranteed item)."""
+def _plan(forecaster: Any, history: Path, items: list[ServableLineItem], now: float) -> Any:
+    """The allocation plan servers would load: SHALE from the forecaster, as ``backbeat plan``
+    writes it (the share-of-supply plan where the planner is not available)."""
+    try:
+        from backbeat.forecast.allocation.planner import plan_from_forecaster
+    except ImportError:
+        pass
+    else:
+        return plan_from_forecaster(forecaster, algorithm="shale")
     try:
         from backbeat.forecast.allocation.share import compute_plan, read_opportunities
     except ImportError:  # before the plan moved from serving into forecast
@@ -503,7 +510,8 @@ def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> Back
         clock = time.perf_counter()
         # What each guaranteed item is forecast to deliver: its share in the forecaster's
         # allocation of the whole book (HWM over the sample), at most its goal.
-        booked = Forecaster.from_table(table, items, now=target, seed=config.seed).booked
+        with_book = Forecaster.from_table(table, items, now=target, seed=config.seed)
+        booked = with_book.booked
         delivery = {
             item.id: min(float(item.goal_impressions or 0), float(allocated))
             for item, allocated in zip(booked.items, booked.allocated, strict=True)
@@ -513,7 +521,11 @@ def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> Back
         clock = time.perf_counter()
         week = traffic.between(target, target + WEEK)
         actual = serve_week(
-            week, items, combinations, plan=_plan(log_dir, items, target), seed=config.seed
+            week,
+            items,
+            combinations,
+            plan=_plan(with_book, log_dir, items, target),
+            seed=config.seed,
         )
         seconds["serve"] = time.perf_counter() - clock
     report = BacktestReport(config, seconds, holidays=traffic.holidays)
