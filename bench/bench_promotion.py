@@ -91,7 +91,7 @@ def main() -> None:
                 session.add(PromotionCampaign(
                     advertiser_id=advertiser.id, name=item, item_type="release", item_id=item,
                     artist_id=artist, surfaces=["home_feed"], markets=[], audiences=[],
-                    start_at=datetime(2026, 9, 1, tzinfo=UTC), end_at=datetime(2026, 10, 1, tzinfo=UTC),
+                    start_at=datetime(2026, 9, 1, tzinfo=UTC), end_at=datetime(2030, 1, 1, tzinfo=UTC),
                     budget=Decimal(10_000), currency="USD", price_model="cpm", price=Decimal(15),
                     exposure_cap=1000, exclusion_days=0))  # fmt: skip
         scorer = PromotionScorer(sessions=sessions, var_dir=var, clock=lambda: now)
@@ -162,32 +162,66 @@ def main() -> None:
         print(f"baseline, one candidate per model call: p50 {b50:.2f} ms, p99 {b99:.2f} ms "
               f"(vectorised online is {b50 / p50:.1f}× faster at p50)")  # fmt: skip
 
-        from fastapi.testclient import TestClient
+        # The real server: `backbeat serve` (one worker) on a loopback port, one keep-alive client.
+        import os as _os
+        import socket
+        import subprocess
+        import sys
 
-        from backbeat.api.app import create_app
-        from backbeat.config import Settings
+        import httpx
 
-        settings = Settings(var_dir=var, database_url=url, admin_key="bench-admin-key-0123456789",
-                            signing_key="bench-signing-key-0123456789abcdef", log_level="WARNING", log_json=False)  # fmt: skip
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**_os.environ, "BACKBEAT_VAR_DIR": str(var), "BACKBEAT_DATABASE_URL": url,
+               "BACKBEAT_ADMIN_KEY": "bench-admin-key-0123456789", "BACKBEAT_LOG_LEVEL": "WARNING",
+               "BACKBEAT_SIGNING_KEY": "bench-signing-key-0123456789abcdef"}  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "backbeat.cli.main", "serve", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         headers = {"Authorization": "Bearer bench-admin-key-0123456789"}
-        with TestClient(create_app(settings, clock=lambda: now)) as client:
-            body = {
-                "listener_id": "l000001",
-                "surface": "home_feed",
-                "country": "US",
-                "candidates": candidates,
-            }
-            for _ in range(50):
-                client.post("/v1/promotion-scores", json=body, headers=headers)
-            samples = []
-            for request in requests[:1000]:
-                body["listener_id"] = request.listener_id
-                t0 = time.perf_counter()
-                response = client.post("/v1/promotion-scores", json=body, headers=headers)
-                samples.append(time.perf_counter() - t0)
-            assert response.status_code == 200 and len(response.json()["scores"]) == args.candidates
+        body = {
+            "listener_id": "l000001",
+            "surface": "home_feed",
+            "country": "US",
+            "candidates": candidates,
+        }
+        try:
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+            ) as client:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if (
+                            client.post("/v1/promotion-scores", json=body)
+                            .json()
+                            .get("model_version")
+                        ):
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("server did not start")
+                    time.sleep(0.2)
+                for _ in range(100):
+                    client.post("/v1/promotion-scores", json=body)
+                samples = []
+                for request in requests[:1000]:
+                    body["listener_id"] = request.listener_id
+                    t0 = time.perf_counter()
+                    response = client.post("/v1/promotion-scores", json=body)
+                    samples.append(time.perf_counter() - t0)
+                assert (
+                    response.status_code == 200
+                    and len(response.json()["scores"]) == args.candidates
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
         h50, h99 = percentiles(samples)
-        print(f"HTTP POST /v1/promotion-scores, {args.candidates} candidates (in-process ASGI client): "
+        print(f"HTTP POST /v1/promotion-scores, {args.candidates} candidates (backbeat serve, 1 worker, loopback): "
               f"p50 {h50:.2f} ms, p99 {h99:.2f} ms")  # fmt: skip
         print(
             f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"

@@ -175,3 +175,24 @@ def test_feedback_becomes_training_rows_that_the_pipeline_labels(tmp_path):
     exported = export_feedback(log_dir, data)
     assert (exported.exposures, exported.conversions, exported.skipped) == (2, 1, 1)
     assert pq.read_table(data / "exposures-feedback.parquet").num_rows == 2
+
+
+def test_exposures_reported_to_another_replica_count_once_for_caps_and_spend(tmp_path):
+    from backbeat.db import make_engine, make_session_factory, migrate
+    from backbeat.promotion.scoring import PromotionScorer
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    log_dir = tmp_path / "events"
+    scorer = PromotionScorer(sessions=make_session_factory(make_engine(url)), var_dir=tmp_path / "var",
+                             clock=lambda: T, event_log_dir=log_dir)  # fmt: skip
+    mine = exposure("x1", "l000004", item="r00007")
+    scorer.record([mine])  # reported to this replica
+    other = exposure("x2", "l000004", item="r00007", ts=T + 5)  # reported to another one
+    with EventLogWriter(log_dir) as writer:
+        writer.append_many([mine.to_bytes(), other.to_bytes()]).result()
+    scorer.refresh()
+    assert scorer.exposures_of("l000004", "r00007") == 2  # not 3
+    assert scorer.spent(1) == 2 * 20 / 1000
+    scorer.refresh()  # nothing new: nothing counted twice
+    assert scorer.exposures_of("l000004", "r00007") == 2

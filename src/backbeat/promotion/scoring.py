@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.service import catalog_version
 from backbeat.catalog.vocabulary import Status
+from backbeat.eventlog import EventLogReader
 from backbeat.events import Event, EventType
 from backbeat.observability import log
 from backbeat.promotion import features
@@ -142,6 +143,7 @@ class PromotionScorer:
         clock: Callable[[], float] = time.time,
         store: ScoreStore | None = None,
         pacer: DualPacer | None = None,
+        event_log_dir: Path | None = None,
     ) -> None:
         self.sessions = sessions
         self.var_dir = Path(var_dir)
@@ -161,13 +163,18 @@ class PromotionScorer:
         self.live_exposures: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        # Tailing the event log makes exposures reported to any replica count for caps and
+        # pacing here too; what this process recorded itself is skipped once when seen.
+        self.event_log_dir = event_log_dir
+        self._tail: EventLogReader | None = None
+        self._recorded: set[tuple[str, str]] = set()
 
     # --- background refresh ------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload whatever changed; each part is guarded by a cheap marker."""
         for part in (self._refresh_campaigns, self._refresh_spend, self._refresh_model,
-                     self._refresh_profiles, self._refresh_store):  # fmt: skip
+                     self._refresh_profiles, self._refresh_store, self._refresh_feedback):  # fmt: skip
             try:
                 part(force)
             except Exception as error:  # a bad part must not stop the others or the server
@@ -268,8 +275,33 @@ class PromotionScorer:
     def spent(self, campaign_id: int) -> float:
         return self.counted_spend.get(campaign_id, 0.0) + self.live_spend.get(campaign_id, 0.0)
 
+    def _refresh_feedback(self, _force: bool) -> None:
+        if self.event_log_dir is None or not Path(self.event_log_dir).exists():
+            return
+        if self._tail is None:
+            self._tail = EventLogReader(Path(self.event_log_dir))
+        seen = []
+        for record in self._tail.records():
+            if b"promotion" not in record.payload:
+                continue
+            event = Event.from_bytes(record.payload)
+            key = (event.type, event.decision_id)
+            with self._lock:
+                if key in self._recorded:
+                    self._recorded.discard(key)
+                    continue
+            seen.append(event)
+        if seen:
+            self._apply(seen)
+
     def record(self, events: Iterable[Event]) -> None:
         """Tally reported exposures (caps) and their cost (pacing) until the next count."""
+        events = list(events)
+        with self._lock:
+            self._recorded.update((event.type, event.decision_id) for event in events)
+        self._apply(events)
+
+    def _apply(self, events: Iterable[Event]) -> None:
         with self._lock:
             for event in events:
                 if not is_promotion(event) or event.campaign_id is None:

@@ -44,6 +44,7 @@ async def promotion_lifespan(app: FastAPI) -> AsyncIterator[None]:
         var_dir=settings.var_dir,
         clock=services.ad_server.clock,
         store=make_store(services.sessions, settings.redis_url),
+        event_log_dir=settings.resolved_event_log_dir,
     )
     await asyncio.to_thread(scorer.refresh, force=True)
     app.state.promotion = scorer
@@ -167,8 +168,8 @@ async def promotion_events(
                 conversion_type=item.conversion_type.value if item.conversion_type else None,
             )
         )
+    scorer.record(events)  # before the append, so the log tail knows them as already counted
     await asyncio.wrap_future(services.event_log.append_many([e.to_bytes() for e in events]))
-    scorer.record(events)
     return {"accepted": len(events)}
 
 
