@@ -7,12 +7,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backbeat.errors import InvalidInput
 from backbeat.serving.request import AdRequest, request_attributes
 from backbeat.simulation import TrafficConfig, make_audience, simulate_traffic
 from backbeat.simulation.audience import DEVICE_CLASSES, ZONES
-from backbeat.simulation.profiles import DEVICES, SLOTS
+from backbeat.simulation.profiles import DEVICES, PODCAST_GENRES, SHOWS_PER_GENRE, SLOTS
 
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)  # no public holiday in any market for weeks
 
@@ -182,3 +184,32 @@ def test_bad_configs_are_refused():
         TrafficConfig(start=0.0, slot_ids=(1, 2))
     with pytest.raises(InvalidInput):
         make_audience(0, seed=1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    start_day=st.integers(0, 3 * 365),
+    days=st.integers(1, 3),
+    daily=st.integers(20, 3000),
+    listeners=st.integers(1, 500),
+    seed=st.integers(0, 2**31),
+)
+def test_any_config_gives_consistent_breaks(start_day, days, daily, listeners, seed):
+    """Whatever the config: breaks in the span and in order, content consistent with its slot."""
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=start_day)
+    traffic = simulate_traffic(
+        TrafficConfig.starting(
+            start, days=days, daily_requests=daily, listeners=listeners, seed=seed
+        )
+    )
+    assert np.all(np.diff(traffic.ts) >= 0)
+    assert np.all(traffic.ts >= start.timestamp())
+    assert np.all(traffic.ts < start.timestamp() + days * 86400)
+    assert np.all((traffic.listener >= 0) & (traffic.listener < listeners))
+    assert np.all((traffic.local_hour >= 0) & (traffic.local_hour < 24))
+    podcast = traffic.slot > 0  # slot 0 is the music break
+    assert np.all(traffic.genre[podcast] < len(PODCAST_GENRES))
+    assert np.all(traffic.genre[~podcast] >= len(PODCAST_GENRES))
+    assert np.all(traffic.show[~podcast] == -1)
+    shows = traffic.show[podcast]
+    assert np.all(shows // SHOWS_PER_GENRE == traffic.genre[podcast])
