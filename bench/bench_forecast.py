@@ -137,7 +137,8 @@ def main() -> None:
     print(
         f"build: {build:.1f} s (supply model {forecaster.supply.model} "
         f"{forecaster.supply.fit_seconds:.1f} s), sample {forecaster.sample.size:,} rows, "
-        f"{forecaster.booked.atoms.count:,} atoms, {len(forecaster.booked.items)} reserving items"
+        f"{int(forecaster.booked.group_of_row.max()) + 1:,} booked-eligibility groups, "
+        f"{len(forecaster.booked.items)} reserving items"
     )
     print(f"peak RSS after build: {peak_rss_mib():,.0f} MiB")
 

@@ -67,6 +67,10 @@ GROUP_BY_KEYS = (
     "genres",
 )
 DAY = 86400
+# Calibration against the backtest (``backbeat forecast backtest``, 3-4 weeks of history,
+# week k+1): the daily model's interval summed over a week's hours (fully correlated) held
+# the actual supply 91% of the time, the audience drift held reach 96%: scaled to ~80%.
+SUPPLY_SIGMA_SCALE = 0.75
 
 
 class ForecastUnavailable(BackbeatError):
@@ -460,7 +464,9 @@ class Forecaster:
             else np.zeros(strata)
         )
         model_error = (
-            math.sqrt(float((sigma_by_stratum**2).sum())) / matched if matched > 0 else 0.0
+            SUPPLY_SIGMA_SCALE * math.sqrt(float((sigma_by_stratum**2).sum())) / matched
+            if matched > 0
+            else 0.0
         )
         listener = rowset.listener[rows]
         sampling_error = self._sampling_error(rowset, rows, listener)

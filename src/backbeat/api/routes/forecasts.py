@@ -40,9 +40,11 @@ def current_forecaster(request: Request) -> Forecaster:
     return holder.current
 
 
-def _answer(forecaster: Forecaster, draft: ForecastDraft, advertiser_id: int | None) -> dict:
+def _answer(
+    forecaster: Forecaster, draft: ForecastDraft, advertiser_id: int | None, *, bulk: bool = False
+) -> dict:
     started = time.perf_counter()
-    result = forecaster.forecast(draft.to_query(), advertiser_id=advertiser_id)
+    result = forecaster.forecast(draft.to_query(), advertiser_id=advertiser_id, bulk=bulk)
     FORECAST_LATENCY.observe(time.perf_counter() - started)
     return result.to_dict()
 
@@ -72,7 +74,10 @@ def _invalid(errors: list[BulkError], request: Request) -> JSONResponse:
     responses={422: {"description": "Invalid drafts, each with its index and reason"}},
 )
 def create_forecasts(body: BulkForecastRequest, request: Request, principal: PrincipalDep) -> Any:
-    """Up to 1,000 drafts; every invalid one is reported (422) unless ``skip_invalid``."""
+    """Up to 1,000 drafts; every invalid one is reported (422) unless ``skip_invalid``.
+
+    Answers come from the forecaster's bulk subsample (faster; intervals account for it).
+    """
     drafts: list[ForecastDraft | None] = []
     errors: list[BulkError] = []
     for index, raw in enumerate(body.drafts):
@@ -97,7 +102,7 @@ def create_forecasts(body: BulkForecastRequest, request: Request, principal: Pri
     if errors and not body.skip_invalid:
         return _invalid(errors, request)
     answers = [
-        None if draft is None else _answer(forecaster, draft, principal.advertiser_id)
+        None if draft is None else _answer(forecaster, draft, principal.advertiser_id, bulk=True)
         for draft in drafts
     ]
     return {"forecasts": answers, "errors": [error.model_dump() for error in errors]}
