@@ -82,6 +82,7 @@ def test_records_parse_as_the_ad_servers_opportunity_events(traffic):
     assert checked == 400
 
 
+@pytest.mark.slow
 def test_written_history_reads_back_with_every_reader(traffic, written):
     directory, stats = written
     events = [Event.from_bytes(record.payload) for record in EventLogReader(directory).records()]

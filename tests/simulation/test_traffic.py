@@ -125,6 +125,7 @@ def test_heavy_and_light_listeners_with_stable_ids(fortnight):
     assert len(first & second) > 0.5 * len(first)  # the same people come back
 
 
+@pytest.mark.slow
 def test_overdispersed_hours():
     """The same hour of the week varies more across weeks than Poisson noise would."""
 
