@@ -18,7 +18,7 @@ RESOURCES = ("advertisers", "campaigns", "line-items", "creatives")
 NOT_FOUND = {
     "advertisers": "advertiser-not-found",
     "campaigns": "campaign-not-found",
-    "line-items": "line_item-not-found",
+    "line-items": "line-item-not-found",
     "creatives": "creative-not-found",
 }
 
@@ -162,7 +162,7 @@ def test_an_advertiser_sees_and_changes_only_its_own_objects(client):
                 "media_url": "https://a.example/x.mp3",
                 "duration_ms": 5000,
             },
-            "line_item-not-found",
+            "line-item-not-found",
         ),
     ]:
         assert_problem(client.post(f"/v1/{path}", json=body, headers=key), 404, reason, path)

@@ -157,7 +157,7 @@ def test_invalid_creates_are_refused_and_write_nothing(client):
         ("creatives", {**creative, "click_url": "https://x.example.com/[a]"}, 422, "invalid-url"),
         ("creatives", {**creative, "mime_type": "video/mp4"}, 422, "unsupported-mime-type"),
         ("creatives", {**creative, "duration_ms": 0}, 422, "greater-than-equal"),
-        ("creatives", {**creative, "line_item_id": 2**31 - 1}, 404, "line_item-not-found"),
+        ("creatives", {**creative, "line_item_id": 2**31 - 1}, 404, "line-item-not-found"),
         # slots and advertisers
         ("slots", {**slot, "reserve_cpm": "-1"}, 422, "negative-amount"),
         ("slots", {**slot, "currency": "ZZZ"}, 422, "unknown-currency"),

@@ -125,6 +125,9 @@ class Guard:
 
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope["path"]
+        if scope["method"] not in ("GET", "HEAD") and _is_hot(path):
+            await _refuse(scope, send, _MethodNotAllowed("use GET", reason="method-not-allowed"))
+            return
         if path.startswith("/t/"):
             if self.per_ip.enabled:
                 wait = self.per_ip.allow(self._tracking_address(scope))
@@ -246,6 +249,16 @@ class Guard:
                 retry_after=1,
             )
             await _refuse(scope, send, error)
+
+
+class _MethodNotAllowed(BackbeatError):
+    status = 405
+    title = "Method not allowed"
+    reason = "method-not-allowed"
+
+
+def _is_hot(path: str) -> bool:
+    return path == "/vast" or (path.startswith("/t/") and "/" not in path[3:])
 
 
 def _quietly(task: asyncio.Future[Any]) -> None:

@@ -63,6 +63,8 @@ def error_problem(error: BackbeatError, instance: str) -> dict[str, Any]:
 
 def error_headers(error: BackbeatError) -> dict[str, str]:
     """``Retry-After`` for 429 and 503 answers (seconds, as RFC 9110 allows)."""
+    if error.status == 405:
+        return {"Allow": "GET, HEAD"}  # the hand-routed hot paths (others use allowed_methods)
     retry_after = error.context.get("retry_after")
     if retry_after is None and error.status == 503:
         retry_after = 1

@@ -102,7 +102,8 @@ def get_object(
     """Fetch one object; another advertiser's object is simply not found."""
     if not 0 < object_id < 2**31:
         raise NotFound(
-            f"{resource.name} {object_id} not found", reason=f"{resource.name}-not-found"
+            f"{resource.name} {object_id} not found",
+            reason=f"{resource.name.replace('_', '-')}-not-found",
         )
     pk = resource.model.__mapper__.primary_key[0]
     found = session.execute(
@@ -110,7 +111,8 @@ def get_object(
     ).scalar_one_or_none()
     if found is None:
         raise NotFound(
-            f"{resource.name} {object_id} not found", reason=f"{resource.name}-not-found"
+            f"{resource.name} {object_id} not found",
+            reason=f"{resource.name.replace('_', '-')}-not-found",
         )
     return found
 
