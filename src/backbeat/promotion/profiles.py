@@ -44,6 +44,18 @@ class Profiles:
         index = np.searchsorted(keys, base + since_ts, side="left")
         return bool(index < len(keys) and keys[index] < base + RELEASE_SHIFT)
 
+    def last_streams(self, listener_id: str) -> dict[int, int]:
+        """Release → the listener's latest stream of it (one pass, once per request)."""
+        code = parse_id("listener", listener_id)
+        keys = self.release_keys.get(code) if code is not None else None
+        if keys is None or len(keys) == 0:
+            return {}
+        releases = keys // RELEASE_SHIFT
+        last = np.r_[np.flatnonzero(np.diff(releases)), len(keys) - 1]
+        return dict(
+            zip(releases[last].tolist(), (keys[last] % RELEASE_SHIFT).tolist(), strict=True)
+        )
+
 
 def empty_profiles() -> Profiles:
     return Profiles(

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -42,7 +43,7 @@ from backbeat.promotion.pacing import DualPacer
 from backbeat.promotion.profiles import Profiles, empty_profiles, load_profiles
 from backbeat.promotion.registry import CHAMPION, Registry
 from backbeat.promotion.reporting import spend_to_date
-from backbeat.promotion.schemas import ExcludedItem, ScoredItem, ScoreRequest, ScoreResponse
+from backbeat.promotion.schemas import ScoreRequest
 from backbeat.promotion.store import Scores, ScoreStore
 from backbeat.promotion.training import ConversionModel, load_model
 from backbeat.promotion.vocabulary import ItemType, PriceModel, audience_of
@@ -124,6 +125,41 @@ class ModelState:
     model: ConversionModel | None = None
     clicks_per_conversion: float = 1.0
     marker: float = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """The answer as plain data (the shape of ``schemas.ScoreResponse``), serialised once."""
+
+    scores: list[dict[str, Any]]
+    excluded: list[dict[str, str]] | None
+    model_version: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"scores": self.scores}
+        if self.excluded is not None:
+            body["excluded"] = self.excluded
+        if self.model_version is not None:
+            body["model_version"] = self.model_version
+        return body
+
+
+class _Request:
+    """One request's facts, with the listener's streams looked up at most once."""
+
+    __slots__ = ("listener", "surface", "country", "now", "_profiles", "_streams")
+
+    def __init__(
+        self, listener: str, surface: str, country: str, now: float, profiles: Profiles
+    ) -> None:
+        self.listener, self.surface, self.country, self.now = listener, surface, country, now
+        self._profiles = profiles
+        self._streams: dict[int, int] | None = None
+
+    def last_streams(self) -> dict[int, int]:
+        if self._streams is None:
+            self._streams = self._profiles.last_streams(self.listener)
+        return self._streams
 
 
 @dataclass
@@ -348,95 +384,78 @@ class PromotionScorer:
             return campaign.price * min(1.0, clicks_per_conversion)
         return campaign.price / 1000.0
 
-    def score(self, request: ScoreRequest) -> ScoreResponse:
+    def score(self, request: ScoreRequest) -> ScoreResult:
         started = time.perf_counter()
         now = self.clock()
         snapshot, model, profiles = self.snapshot, self.model, self.profiles
-        excluded: list[ExcludedItem] = []
+        excluded: list[dict[str, str]] = []
         eligible: list[tuple[str, list[LiveCampaign]]] = []
         seen: set[str] = set()
         listener, surface, country = request.listener_id, request.surface.value, request.country
+        context = _Request(listener, surface, country, now, profiles)
         for candidate in request.candidates:
             item = candidate.item_id
             if item in seen:
-                excluded.append(ExcludedItem.model_construct(item_id=item, reason=Reason.DUPLICATE))
+                excluded.append({"item_id": item, "reason": Reason.DUPLICATE})
                 continue
             seen.add(item)
             campaigns = snapshot.by_item.get(item)
             if not campaigns:
-                excluded.append(ExcludedItem(item_id=item, reason=Reason.UNKNOWN_ITEM))
+                excluded.append({"item_id": item, "reason": Reason.UNKNOWN_ITEM})
                 continue
-            passing, reason = self._static_checks(
-                campaigns, listener, surface, country, now, profiles
-            )
+            passing, reason = self._static_checks(campaigns, context)
             if passing:
                 eligible.append((item, passing))
             else:
-                excluded.append(ExcludedItem(item_id=item, reason=reason))
-        scores: list[ScoredItem] = []
+                excluded.append({"item_id": item, "reason": reason})
+        scores: list[dict[str, Any]] = []
         if eligible and model.model is None:
-            excluded.extend(
-                ExcludedItem(item_id=item, reason=Reason.NO_MODEL) for item, _ in eligible
-            )
+            excluded.extend({"item_id": item, "reason": Reason.NO_MODEL} for item, _ in eligible)
             eligible = []
         if eligible:
             scores, late = self._score_eligible(eligible, listener, surface, now, model, profiles)
             excluded.extend(late)
-        scores.sort(key=lambda s: (-s.score, s.item_id))
+        scores.sort(key=lambda s: (-s["score"], s["item_id"]))
         for item in excluded:
-            EXCLUDED_ITEMS.labels(item.reason).inc()
+            EXCLUDED_ITEMS.labels(item["reason"]).inc()
         SCORE_SECONDS.observe(time.perf_counter() - started)
-        return ScoreResponse(
+        return ScoreResult(
             scores=scores,
             excluded=excluded if request.explain else None,
             model_version=model.version or None,
         )
 
     def _static_checks(
-        self,
-        campaigns: list[LiveCampaign],
-        listener: str,
-        surface: str,
-        country: str,
-        now: float,
-        profiles: Profiles,
+        self, campaigns: list[LiveCampaign], request: _Request
     ) -> tuple[list[LiveCampaign], str]:
         """Campaigns of an item still in the running; else the reason of the one that got furthest."""
         passing: list[LiveCampaign] = []
         best_reason, best_stage = Reason.UNKNOWN_ITEM, -1
         for campaign in campaigns:
-            stage, reason = self._check(campaign, listener, surface, country, now, profiles)
+            stage, reason = self._check(campaign, request)
             if reason is None:
                 passing.append(campaign)
             elif stage > best_stage:
                 best_stage, best_reason = stage, reason
         return passing, best_reason
 
-    def _check(
-        self,
-        campaign: LiveCampaign,
-        listener: str,
-        surface: str,
-        country: str,
-        now: float,
-        profiles: Profiles,
-    ) -> tuple[int, str | None]:
+    def _check(self, campaign: LiveCampaign, request: _Request) -> tuple[int, str | None]:
         if not campaign.active:
             return 0, Reason.PAUSED
-        if surface not in campaign.surfaces or (
-            campaign.markets and country not in campaign.markets
+        if request.surface not in campaign.surfaces or (
+            campaign.markets and request.country not in campaign.markets
         ):
             return 1, Reason.NOT_TARGETED
-        if not campaign.start_ts <= now < campaign.end_ts:
+        if not campaign.start_ts <= request.now < campaign.end_ts:
             return 2, Reason.OUT_OF_FLIGHT
         if self.spent(campaign.id) >= campaign.budget:
             return 3, Reason.OUT_OF_BUDGET
-        if self.exposures_of(listener, campaign.item_id) >= campaign.exposure_cap:
+        if self.exposures_of(request.listener, campaign.item_id) >= campaign.exposure_cap:
             return 4, Reason.CAPPED
-        if campaign.exclusion_seconds and profiles.streamed_since(
-            listener, campaign.release, int(now) - campaign.exclusion_seconds
-        ):
-            return 5, Reason.RECENTLY_STREAMED
+        if campaign.exclusion_seconds and campaign.release >= 0:
+            last = request.last_streams().get(campaign.release)
+            if last is not None and last >= request.now - campaign.exclusion_seconds:
+                return 5, Reason.RECENTLY_STREAMED
         return 6, None
 
     def _score_eligible(
@@ -447,7 +466,7 @@ class PromotionScorer:
         now: float,
         model: ModelState,
         profiles: Profiles,
-    ) -> tuple[list[ScoredItem], list[ExcludedItem]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         n = len(eligible)
         p = np.full(n, np.nan)
         use_store = (
@@ -487,8 +506,8 @@ class PromotionScorer:
             [self.value_per_exposure(c, cpc) * self.pacer.multiplier(c.id) for c in first]
         )
         best_scores = p * values
-        scores: list[ScoredItem] = []
-        excluded: list[ExcludedItem] = []
+        scores: list[dict[str, Any]] = []
+        excluded: list[dict[str, str]] = []
         plays_28d, plays_ever = matrix[:, 0], matrix[:, 1]
         for index, (item, campaigns) in enumerate(eligible):
             chosen: LiveCampaign | None = first[index]
@@ -498,14 +517,14 @@ class PromotionScorer:
                     campaigns, float(p[index]), int(plays_28d[index]), int(plays_ever[index]), cpc
                 )
             if chosen is None:
-                excluded.append(ExcludedItem(item_id=item, reason=Reason.NOT_IN_AUDIENCE))
+                excluded.append({"item_id": item, "reason": Reason.NOT_IN_AUDIENCE})
                 continue
             scores.append(
-                ScoredItem.model_construct(
-                    item_id=item,
-                    campaign_id=chosen.id,
-                    score=round(value, 12),
-                    p_conversion=round(float(p[index]), 9),
-                )
+                {
+                    "item_id": item,
+                    "campaign_id": chosen.id,
+                    "score": round(value, 12),
+                    "p_conversion": round(float(p[index]), 9),
+                }
             )
         return scores, excluded

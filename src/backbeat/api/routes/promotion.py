@@ -85,9 +85,7 @@ def promotion_scores(
     principal.require_admin()
     result = get_scorer(request).score(body)
     # Serialised once here: the answer is already validated, a second pass costs a request's time.
-    return Response(
-        orjson.dumps(result.model_dump(exclude_none=True)), media_type="application/json"
-    )
+    return Response(orjson.dumps(result.to_json()), media_type="application/json")
 
 
 class EventKind(StrEnum):
