@@ -124,7 +124,7 @@ def compute_booked(
     sub_eligible: list[np.ndarray] = []
     for position, item in enumerate(items):
         mask = matcher.match(item.targeting)
-        signature[mask] ^= keys[position]
+        np.bitwise_xor(signature, keys[position], out=signature, where=mask)
         sub_eligible.append(np.flatnonzero(mask[sub_rows]))
 
     # HWM on the subsample: node = (week j, subsample row r), one future hour each.

@@ -24,11 +24,12 @@ from backbeat.forecast.history import OpportunityTable
 class Matcher:
     """Masks of a table for targeting expressions; leaf masks are cached (LRU)."""
 
-    def __init__(self, table: OpportunityTable, *, cache_size: int = 4096) -> None:
+    def __init__(self, table: OpportunityTable, *, cache_bytes: int = 256 << 20) -> None:
         self.table = table
         self.size = table.size
         self._cache: OrderedDict[tuple[str, frozenset[Any]], np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
+        # A mask is a byte per row: bound the cache by memory, not by count.
+        self._cache_size = max(16, cache_bytes // max(self.size, 1))
         self._segment_rows: list[np.ndarray] | None = None
         self._all = np.ones(self.size, dtype=bool)
         self._all.flags.writeable = False

@@ -180,6 +180,7 @@ class Forecaster:
     note: str | None = None
     rows: RowSet | None = None
     bulk_rows: RowSet | None = None
+    bulk_share: float = 1.0  # the bulk subsample's share of the sample's listeners
 
     @property
     def _cells(self) -> int:
@@ -287,6 +288,7 @@ class Forecaster:
             note=note,
             rows=full,
             bulk_rows=bulk,
+            bulk_share=min(thinning, 1.0),
         )
         forecaster.build_seconds = time.perf_counter() - started
         log.info(
@@ -468,16 +470,26 @@ class Forecaster:
             if matched > 0
             else 0.0
         )
-        listener = rowset.listener[rows]
-        sampling_error = self._sampling_error(rowset, rows, listener)
+        # Sampling error, reach and rates read the bulk subsample (a listener-hash sample
+        # of the sample: the same estimators, a tenth of the rows); its relative error is
+        # larger than the full sample's by 1/sqrt(its share).
+        aux, aux_rows, share = rowset, rows, 1.0
+        if self.bulk_rows is not None and self.bulk_rows is not rowset:
+            aux, share = self.bulk_rows, self.bulk_share
+            aux_mask = aux.matcher.match(query.targeting or {})
+            if query.slots:
+                aux_mask = aux_mask & aux.matcher.leaf("slots", frozenset(query.slots))
+            aux_rows = np.flatnonzero(aux_mask)
+        sampling_error = self._sampling_error(aux, aux_rows, aux.listener[aux_rows])
+        sampling_error *= math.sqrt(share)
         relative = math.hypot(model_error, sampling_error) * self.interval_scale
 
         caps = caps_from(list(query.frequency_caps or ()))
-        basis = reach_basis(rowset, rows, now=self.now, window_seconds=window_seconds)
+        basis = reach_basis(aux, aux_rows, now=self.now, window_seconds=window_seconds)
         cap_factor = 1.0
         if caps:
             cap_factor = estimate_reach(
-                rowset, basis, forecast_impressions=matched, delivered=None, caps=caps
+                aux, basis, forecast_impressions=matched, delivered=None, caps=caps
             ).cap_factor
         possible = float(sums["possible"][0]) * cap_factor
         available = float(sums["available"][0]) * cap_factor
@@ -485,13 +497,15 @@ class Forecaster:
         if query.goal_impressions:
             delivered = min(float(query.goal_impressions), available)
         reach = estimate_reach(
-            rowset, basis, forecast_impressions=matched, delivered=delivered, caps=caps
+            aux, basis, forecast_impressions=matched, delivered=delivered, caps=caps
         )
         reach_error = math.hypot(model_error, reach.relative_error) * self.interval_scale
         frequency = delivered / reach.reach if reach.reach > 0 else 0.0
 
-        figures = rowset.figures[rows].sum(axis=0) if rows.size else np.zeros(4)
-        weight_sum = float(cell_weight.sum())
+        figures = aux.figures[aux_rows].sum(axis=0) if aux_rows.size else np.zeros(4)
+        figures[MEASURED_CLICKS] /= share
+        figures[MEASURED_CONVERSIONS] /= share
+        weight_sum = float(aux.weight[aux_rows].sum())
         click_rate = figures[CLICKS] / weight_sum if weight_sum else 0.0
         conversion_rate = figures[CONVERSIONS] / weight_sum if weight_sum else 0.0
         click_error = math.hypot(relative, 1.0 / math.sqrt(figures[MEASURED_CLICKS] + 1.0))
