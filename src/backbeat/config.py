@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VAR_DIR = Path("var")
@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: int = Field(default=2, ge=1)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0, description="PostgreSQL; 0: none")
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _admin_key_from_var(self) -> Settings:
+        # `backbeat demo` writes the admin key to var/admin.key; serving that book afterwards
+        # must accept it without the user copying it into the environment.
+        if not self.admin_key:
+            path = self.var_dir / "admin.key"
+            if path.is_file():
+                self.admin_key = path.read_text().strip() or None
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -356,9 +356,8 @@ def run_demo(
         "unless BACKBEAT_ADMIN_KEY is set)."
     )
     console.print(
-        f"Dashboard: run `BACKBEAT_ADMIN_KEY=$(cat {settings.var_dir}/admin.key) backbeat serve` "
-        "(or with your BACKBEAT_ADMIN_KEY), open [bold]http://127.0.0.1:8000/ui/[/] and sign in "
-        "with that key."
+        "Dashboard: run `backbeat serve`, open [bold]http://127.0.0.1:8000/ui/[/] and sign in "
+        f"with the admin key (`cat {settings.var_dir}/admin.key`, or your BACKBEAT_ADMIN_KEY)."
     )
     return {"tally": tally, "run": run, "reports": reports, "booked": booked}
 
