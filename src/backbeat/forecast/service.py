@@ -411,16 +411,27 @@ class Forecaster:
         out["available_by_label"] = available_label
         return out
 
-    def _sampling_error(self, rowset: RowSet, rows: np.ndarray, listener: np.ndarray) -> float:
-        """Relative standard error of a weighted sum over ``rows`` (listener clusters)."""
+    def _sampling_error(
+        self, rowset: RowSet, rows: np.ndarray, listener: np.ndarray, share: float = 1.0
+    ) -> float:
+        """Relative standard error of the full sample's weighted sum over a targeting,
+        estimated from ``rows`` of ``rowset``, a listener-hash subsample keeping ``share``
+        of the sample's listeners (1: the sample itself).
+
+        The sample's variance is the listener-cluster Horvitz-Thompson one,
+        ``sum((1 - p) Y^2)`` over listeners (``p`` the keep probability, ``Y`` a listener's
+        weighted requests) plus the decision log's own thinning, ``sum((1 - r) w^2)``; each
+        is estimated from the subsample by weighting its terms by ``1 / share``.
+        """
         weight = rowset.weight[rows]
         total = float(weight.sum())
         if total <= 0:
             return 0.0
         keep = rowset.listener_keep
         per_listener = np.bincount(listener, weights=weight, minlength=keep.shape[0])
-        between = float(np.dot(per_listener * per_listener, 1.0 - keep))
-        within = float(np.dot(weight * weight, 1.0 - rowset.rate[rows]))
+        sample_keep = np.minimum(keep / share, 1.0)
+        between = float(np.dot(per_listener * per_listener, 1.0 - sample_keep)) * share
+        within = float(np.dot(weight * weight, 1.0 - rowset.rate[rows])) * share
         return math.sqrt(between + within) / total
 
     def forecast(
@@ -471,8 +482,7 @@ class Forecaster:
             else 0.0
         )
         # Sampling error, reach and rates read the bulk subsample (a listener-hash sample
-        # of the sample: the same estimators, a tenth of the rows); its relative error is
-        # larger than the full sample's by 1/sqrt(its share).
+        # of the sample: the same estimators on a tenth of the rows).
         aux, aux_rows, share = rowset, rows, 1.0
         if self.bulk_rows is not None and self.bulk_rows is not rowset:
             aux, share = self.bulk_rows, self.bulk_share
@@ -480,8 +490,7 @@ class Forecaster:
             if query.slots:
                 aux_mask = aux_mask & aux.matcher.leaf("slots", frozenset(query.slots))
             aux_rows = np.flatnonzero(aux_mask)
-        sampling_error = self._sampling_error(aux, aux_rows, aux.listener[aux_rows])
-        sampling_error *= math.sqrt(share)
+        sampling_error = self._sampling_error(aux, aux_rows, aux.listener[aux_rows], share)
         relative = math.hypot(model_error, sampling_error) * self.interval_scale
 
         caps = caps_from(list(query.frequency_caps or ()))
