@@ -203,8 +203,9 @@ class Forecaster:
 
         Options: ``max_rows`` (1,000,000) and ``min_rows`` (20,000) of the sample,
         ``supply_model`` (``auto``/``mstl``/``profile``), ``horizon_weeks`` (13),
-        ``allocation_rows`` (8,000), ``delivered`` (impressions per line item so far),
-        ``interval_scale`` (1.0).
+        ``allocation_rows`` (8,000: the HWM subsample), ``bulk_rows`` (100,000: the
+        listener-hash subsample bulk forecasts, reach and sampling errors read),
+        ``delivered`` (impressions per line item so far), ``interval_scale`` (1.0).
         """
         started = time.perf_counter()
         since = None if history_days is None else now - history_days * DAY
