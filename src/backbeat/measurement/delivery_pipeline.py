@@ -18,10 +18,13 @@ currency amount exactly).
 from __future__ import annotations
 
 import math
+import pickle
 import re
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -41,7 +44,6 @@ EXCERPT_CHARS = 500
 # by passing its own set: everything downstream is keyed by the type's name.
 COUNTED_TYPES: frozenset[str] = frozenset(event.value for event in DELIVERY_EVENTS)
 TRACKING_ONLY = frozenset({EventType.REJECTED.value, EventType.ERROR.value})
-STAGED = ("deltas", "state", "rejected", "bad", "duplicates", "watermark", "read")
 
 
 class Copy(NamedTuple):
@@ -170,104 +172,168 @@ def _delta(copy: Copy, kind: str, sign: int) -> tuple[tuple[Any, ...], tuple[int
     return key, (sign, sign * spend)
 
 
-class ResolveAgainstCountedFn(beam.DoFn):  # type: ignore[misc]
-    """Compare each new earliest copy with the copy already counted (side input)."""
+def resolve(key: Key, copy: Copy, n: int, prior: Copy | None) -> tuple[list[Any], Copy | None, int]:
+    """Deltas, new state (or None) and duplicates for one key's earliest new copy.
+
+    A copy earlier than the one counted before (it arrived in a later run) moves the count
+    to its own hour, as a full recount would date it.
+    """
+    if prior is None:
+        return [_delta(copy, key[1], +1)], copy, n - 1
+    if copy < prior:
+        return [_delta(prior, key[1], -1), _delta(copy, key[1], +1)], copy, n
+    return [], None, n
+
+
+def _bucket(key: Key, buckets: int) -> int:
+    return zlib.crc32(key[0].encode()) % buckets
+
+
+class CountBatchFn(beam.DoFn):  # type: ignore[misc]
+    """A batch of records → per-bucket earliest copies (accumulators, not rows) and stats.
+
+    Working on batches keeps Beam's per-element cost off the hot path, as the download
+    pipeline does with Arrow batches; the shuffle carries one accumulator per key.
+    """
+
+    def __init__(self, counted_types: frozenset[str] = COUNTED_TYPES, buckets: int = 8) -> None:
+        self.counted_types = counted_types
+        self.buckets = buckets
+
+    def process(self, batch: Sequence[tuple[str, bytes]]) -> Iterator[Any]:
+        parse = ParseDeliveryEventFn(self.counted_types)
+        earliest = EarliestCopyFn()
+        per_bucket: dict[int, dict[Key, tuple[Copy | None, int]]] = {}
+        rejected: dict[tuple[int, str], int] = {}
+        bad: list[tuple[str, str, str]] = []
+        read = 0
+        watermark = 0.0
+        for element in batch:
+            for out in parse.process(element):
+                if not isinstance(out, beam.pvalue.TaggedOutput):
+                    key, copy = out
+                    accumulators = per_bucket.setdefault(_bucket(key, self.buckets), {})
+                    acc = accumulators.get(key) or earliest.create_accumulator()
+                    accumulators[key] = earliest.add_input(acc, copy)
+                elif out.tag == "read":
+                    read += out.value
+                elif out.tag == "ts":
+                    watermark = max(watermark, out.value)
+                elif out.tag == "rejected":
+                    hour_reason, n = out.value
+                    rejected[hour_reason] = rejected.get(hour_reason, 0) + n
+                else:
+                    bad.append(out.value)
+        yield beam.pvalue.TaggedOutput(
+            "stats",
+            {"read": read, "watermark": watermark, "rejected": rejected, "bad": bad},
+        )
+        yield from per_bucket.items()
+
+
+class ResolveBucketFn(beam.DoFn):  # type: ignore[misc]
+    """Merge a bucket's accumulators and resolve each key against the counted state."""
 
     def process(
-        self, element: tuple[Key, tuple[Copy, int]], counted: Mapping[Key, Sequence[Any]]
-    ) -> Iterator[Any]:
-        key, (copy, n) = element
-        prior_fields = counted.get(key)
-        prior = Copy(*prior_fields) if prior_fields is not None else None
-        if prior is None:
-            yield _delta(copy, key[1], +1)
-            yield beam.pvalue.TaggedOutput("state", (list(key), list(copy)))
-            duplicates = n - 1
-        elif copy < prior:
-            # An earlier copy arrived in a later run: it dates the event, as in a full recount.
-            yield _delta(prior, key[1], -1)
-            yield _delta(copy, key[1], +1)
-            yield beam.pvalue.TaggedOutput("state", (list(key), list(copy)))
-            duplicates = n
-        else:
-            duplicates = n
-        if duplicates:
-            yield beam.pvalue.TaggedOutput("duplicates", duplicates)
+        self,
+        element: tuple[int, Iterable[dict[Key, tuple[Copy | None, int]]]],
+        counted: Mapping[Key, Copy],
+    ) -> Iterator[dict[str, Any]]:
+        _, parts = element
+        earliest = EarliestCopyFn()
+        merged: dict[Key, tuple[Copy | None, int]] = {}
+        for part in parts:
+            for key, acc in part.items():
+                previous = merged.get(key)
+                merged[key] = (
+                    acc if previous is None else earliest.merge_accumulators([previous, acc])
+                )
+        deltas: dict[tuple[Any, ...], list[int]] = {}
+        state: dict[Key, Copy] = {}
+        duplicates = 0
+        for key, (copy, n) in merged.items():
+            assert copy is not None
+            changes, new_state, dup = resolve(key, copy, n, counted.get(key))
+            for delta_key, (count, spend) in changes:
+                total = deltas.setdefault(delta_key, [0, 0])
+                total[0] += count
+                total[1] += spend
+            if new_state is not None:
+                state[key] = new_state
+            duplicates += dup
+        yield {"deltas": deltas, "state": state, "duplicates": duplicates}
 
 
-def _sum_pairs(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
-    count = spend = 0
-    for c, s in pairs:
-        count += c
-        spend += s
-    return count, spend
+def merge_results(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Fold per-batch stats and per-bucket results into one result (associative)."""
+    out: dict[str, Any] = {
+        "deltas": {}, "state": {}, "duplicates": 0, "read": 0, "watermark": 0.0,
+        "rejected": {}, "bad": [],
+    }  # fmt: skip
+    for part in parts:
+        for key, (count, spend) in part.get("deltas", {}).items():
+            total = out["deltas"].setdefault(key, [0, 0])
+            total[0] += count
+            total[1] += spend
+        out["state"].update(part.get("state", {}))
+        out["duplicates"] += part.get("duplicates", 0)
+        out["read"] += part.get("read", 0)
+        out["watermark"] = max(out["watermark"], part.get("watermark", 0.0))
+        for key, n in part.get("rejected", {}).items():
+            out["rejected"][key] = out["rejected"].get(key, 0) + n
+        out["bad"] += part.get("bad", [])
+    return out
+
+
+def _as_json(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "deltas": [[*key, count, spend] for key, (count, spend) in result["deltas"].items()],
+        "state": [[list(key), list(copy)] for key, copy in result["state"].items()],
+        "duplicates": result["duplicates"],
+        "read": result["read"],
+        "watermark": result["watermark"],
+        "rejected": [[*key, n] for key, n in result["rejected"].items()],
+        "bad": [list(row) for row in result["bad"]],
+    }
 
 
 class DeliveryDeltas(beam.PTransform):  # type: ignore[misc]
-    """Records → staged deltas, state, rejections, bad records, duplicates, watermark."""
+    """Batches of records → one staged result: deltas, state, rejections, bad records, stats."""
 
     def __init__(
         self,
         counted: Mapping[Key, Copy],
         staging: str,
         counted_types: frozenset[str] = COUNTED_TYPES,
+        buckets: int = 8,
     ) -> None:
         super().__init__()
         self.counted = counted
         self.staging = staging
         self.counted_types = counted_types
+        self.buckets = buckets
 
-    def expand(self, records: beam.PCollection) -> beam.PCollection:
-        parsed = records | "ParseEvents" >> beam.ParDo(
-            ParseDeliveryEventFn(self.counted_types)
-        ).with_outputs("bad", "rejected", "ts", "read", main="copies")
-        counted = records.pipeline | "CountedState" >> beam.Create(
-            [(key, tuple(copy)) for key, copy in self.counted.items()]
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        state_path = Path(self.staging) / "counted.pickle"
+        state_path.write_bytes(pickle.dumps(dict(self.counted), protocol=pickle.HIGHEST_PROTOCOL))
+        counted = (
+            batches.pipeline
+            | "CountedStateFile" >> beam.Create([str(state_path)])
+            | "CountedState" >> beam.Map(_load_batch)
         )
+        parsed = batches | "CountBatches" >> beam.ParDo(
+            CountBatchFn(self.counted_types, self.buckets)
+        ).with_outputs("stats", main="buckets")
         resolved = (
-            parsed.copies
-            | "EarliestCopy" >> beam.CombinePerKey(EarliestCopyFn())
-            | "ResolveAgainstCounted"
-            >> beam.ParDo(ResolveAgainstCountedFn(), beam.pvalue.AsDict(counted)).with_outputs(
-                "state", "duplicates", main="deltas"
-            )
+            parsed.buckets
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "ResolveBuckets" >> beam.ParDo(ResolveBucketFn(), beam.pvalue.AsSingleton(counted))
         )
-        deltas = (
-            resolved.deltas
-            | "SumDeltas" >> beam.CombinePerKey(_sum_pairs)
-            | "DeltaRows" >> beam.Map(lambda kv: [*kv[0], *kv[1]])
-        )
-        rejected = (
-            parsed.rejected
-            | "SumRejected" >> beam.CombinePerKey(sum)
-            | "RejectedRows" >> beam.Map(lambda kv: [*kv[0], kv[1]])
-        )
-        staged = [
-            deltas
-            | "ListDeltas" >> beam.combiners.ToList()
-            | "StageDeltas" >> beam.Map(stage, "deltas"),
-            resolved.state
-            | "ListState" >> beam.combiners.ToList()
-            | "StageState" >> beam.Map(stage, "state"),
-            rejected
-            | "ListRejected" >> beam.combiners.ToList()
-            | "StageRejected" >> beam.Map(stage, "rejected"),
-            parsed.bad
-            | "ListBad" >> beam.combiners.ToList()
-            | "StageBad" >> beam.Map(lambda rows: stage([list(r) for r in rows], "bad")),
-            resolved.duplicates
-            | "SumDuplicates" >> beam.CombineGlobally(sum)
-            | "StageDuplicates" >> beam.Map(stage, "duplicates"),
-            parsed.ts
-            | "Watermark" >> beam.CombineGlobally(lambda values: max(values, default=0.0))
-            | "StageWatermark" >> beam.Map(stage, "watermark"),
-            parsed.read
-            | "SumRead" >> beam.CombineGlobally(sum)
-            | "StageRead" >> beam.Map(stage, "read"),
-        ]
         return (
-            staged
-            | "MergeStaged" >> beam.Flatten()
+            (resolved, parsed.stats)
+            | "AllParts" >> beam.Flatten()
+            | "MergeResults" >> beam.CombineGlobally(merge_results)
+            | "AsJson" >> beam.Map(lambda result: stage(_as_json(result), "result"))
             | "WriteStaged" >> beam.ParDo(WriteStagedFn(self.staging))
         )
 
@@ -311,6 +377,31 @@ def count_deltas(
     return _count_in_process(records, counted, counted_types=counted_types)
 
 
+BATCH_RECORDS = 5_000
+
+
+def _batches(records: Sequence[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+    return [list(records[i : i + BATCH_RECORDS]) for i in range(0, len(records), BATCH_RECORDS)]
+
+
+def _delta_batch(result: dict[str, Any]) -> DeltaBatch:
+    return DeltaBatch(
+        deltas=[tuple(row) for row in result["deltas"]],  # type: ignore[misc]
+        state={(key[0], key[1]): Copy(*copy) for key, copy in result["state"]},
+        rejected=[tuple(row) for row in result["rejected"]],  # type: ignore[misc]
+        bad=[tuple(row) for row in result["bad"]],  # type: ignore[misc]
+        duplicates=int(result["duplicates"]),
+        watermark=float(result["watermark"]),
+        read=int(result["read"]),
+    )
+
+
+def _load_batch(path: str) -> Any:
+    """Unpickle a file this module staged (input batches, the counted state)."""
+    with open(path, "rb") as handle:
+        return pickle.load(handle)  # type: ignore[no-any-return]  # noqa: S301 - our own file
+
+
 def _count_on_beam(
     records: Sequence[tuple[str, bytes]],
     counted: Mapping[Key, Copy],
@@ -320,23 +411,21 @@ def _count_on_beam(
 ) -> DeltaBatch:
     options = PipelineOptions(list(beam_args) or ["--runner=DirectRunner"])
     with tempfile.TemporaryDirectory(prefix="backbeat-delivery-") as staging:
+        # Batches go through files, not beam.Create: Create pickles and bz2-compresses its
+        # values into the pipeline definition, which costs more than the counting.
+        paths = []
+        for number, batch in enumerate(_batches(records)):
+            path = Path(staging) / f"input-{number:06d}.pickle"
+            path.write_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            paths.append(str(path))
         with beam.Pipeline(options=options) as pipeline:
             _ = (
                 pipeline
-                | "NewRecords" >> beam.Create(list(records), reshuffle=False)
+                | "BatchFiles" >> beam.Create(paths, reshuffle=False)
+                | "ReadBatches" >> beam.Map(_load_batch)
                 | "DeliveryDeltas" >> DeliveryDeltas(counted, staging, counted_types)
             )
-        return DeltaBatch(
-            deltas=[tuple(row) for row in _read_json(f"{staging}/deltas.json")],  # type: ignore[misc]
-            state={
-                (key[0], key[1]): Copy(*copy) for key, copy in _read_json(f"{staging}/state.json")
-            },
-            rejected=[tuple(row) for row in _read_json(f"{staging}/rejected.json")],  # type: ignore[misc]
-            bad=[tuple(row) for row in _read_json(f"{staging}/bad.json")],  # type: ignore[misc]
-            duplicates=int(_read_json(f"{staging}/duplicates.json") or 0),
-            watermark=float(_read_json(f"{staging}/watermark.json") or 0),
-            read=int(_read_json(f"{staging}/read.json") or 0),
-        )
+        return _delta_batch(_read_json(f"{staging}/result.json"))  # type: ignore[arg-type]
 
 
 def _count_in_process(
@@ -345,37 +434,17 @@ def _count_in_process(
     *,
     counted_types: frozenset[str],
 ) -> DeltaBatch:
-    batch = DeltaBatch()
-    parse = ParseDeliveryEventFn(counted_types)
-    earliest = EarliestCopyFn()
-    accumulators: dict[Key, tuple[Copy | None, int]] = {}
-    rejected: dict[tuple[int, str], int] = {}
-    for element in records:
-        for out in parse.process(element):
-            if not isinstance(out, beam.pvalue.TaggedOutput):
-                key, copy = out
-                acc = accumulators.get(key) or earliest.create_accumulator()
-                accumulators[key] = earliest.add_input(acc, copy)
-            elif out.tag == "read":
-                batch.read += out.value
-            elif out.tag == "ts":
-                batch.watermark = max(batch.watermark, out.value)
-            elif out.tag == "rejected":
-                key_r, n = out.value
-                rejected[key_r] = rejected.get(key_r, 0) + n
-            elif out.tag == "bad":
-                batch.bad.append(out.value)
-    resolve = ResolveAgainstCountedFn()
-    deltas: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
-    for key, acc in accumulators.items():
-        for out in resolve.process((key, earliest.extract_output(acc)), counted):
-            if not isinstance(out, beam.pvalue.TaggedOutput):
-                deltas.setdefault(out[0], []).append(out[1])
-            elif out.tag == "state":
-                (decision, kind), copy = out.value
-                batch.state[(decision, kind)] = Copy(*copy)
-            elif out.tag == "duplicates":
-                batch.duplicates += out.value
-    batch.deltas = [(*key, *_sum_pairs(pairs)) for key, pairs in deltas.items()]  # type: ignore[misc]
-    batch.rejected = [(*key, n) for key, n in rejected.items()]  # type: ignore[misc]
-    return batch
+    """The pipeline's DoFns applied in order, with a dict as the shuffle."""
+    count = CountBatchFn(counted_types)
+    parts: list[dict[str, Any]] = []
+    buckets: dict[int, list[dict[Key, tuple[Copy | None, int]]]] = {}
+    for batch in _batches(records):
+        for out in count.process(batch):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                parts.append(out.value)
+            else:
+                buckets.setdefault(out[0], []).append(out[1])
+    resolve_fn = ResolveBucketFn()
+    for element in buckets.items():
+        parts.extend(resolve_fn.process(element, counted))
+    return _delta_batch(_as_json(merge_results(parts)))
