@@ -98,6 +98,7 @@ def test_create_read_list_patch_and_status_with_defaults(client):
         ({"colour": "red"}, "extra-forbidden"),
     ],
 )
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # validation is above the DB
 def test_bad_input_is_a_422_with_a_reason_and_writes_nothing(client, fields, reason):
     advertiser = create_advertiser(client)
     response = client.post(
@@ -141,3 +142,18 @@ def test_advertiser_keys_see_and_change_only_their_own_promotions(client):
         client.get(f"/v1/promotion-campaigns/{other['id']}", headers=second_key).status_code == 200
     )
     assert client.get("/v1/promotion-campaigns").status_code == 401
+
+
+def test_the_list_filters_by_advertiser_and_status_like_the_other_lists(client):
+    first, second = create_advertiser(client), create_advertiser(client)
+    mine = client.post(
+        "/v1/promotion-campaigns", json=campaign_body(first["id"]), headers=ADMIN
+    ).json()
+    client.post("/v1/promotion-campaigns", json=campaign_body(second["id"]), headers=ADMIN)
+    client.post(f"/v1/promotion-campaigns/{mine['id']}/pause", headers=ADMIN)
+    by_advertiser = client.get(
+        f"/v1/promotion-campaigns?advertiser_id={first['id']}", headers=ADMIN
+    ).json()
+    assert [(c["id"], c["item_id"]) for c in by_advertiser["data"]] == [(mine["id"], "r00012")]
+    paused = client.get("/v1/promotion-campaigns?status=paused", headers=ADMIN).json()
+    assert [c["id"] for c in paused["data"]] == [mine["id"]]
