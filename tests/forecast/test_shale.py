@@ -32,23 +32,23 @@ def test_two_contracts_share_a_node_as_the_kkt_conditions_say() -> None:
     assert result.taken == pytest.approx([100.0, 100.0, 100.0], rel=1e-3)
 
 
-def _plain_online(supply, eligible, alpha, theta, weight, order):
-    """The serving rule per node: β by bisection, then shares in allocation order."""
+def _plain_online(supply, eligible, alpha, theta, weight, order, dual):
+    """The serving rule per node: β by bisection over the duals, then shares in order."""
     m = len(eligible)
     rank = {int(j): k for k, j in enumerate(order)}
     delivered = np.zeros(m)
     for node, amount in enumerate(supply):
         here = sorted((j for j in range(m) if node in set(eligible[j].tolist())), key=rank.get)
 
-        def wanted(beta, j):
-            return max(0.0, theta[j] * (1 + (alpha[j] - beta) / weight[j]))
+        def wanted(beta, j, level=alpha):
+            return max(0.0, theta[j] * (1 + (level[j] - beta) / weight[j]))
 
         beta = 0.0
-        if sum(wanted(0.0, j) for j in here) > 1:
-            lo, hi = 0.0, max(alpha[j] + weight[j] for j in here)
+        if sum(wanted(0.0, j, dual) for j in here) > 1:
+            lo, hi = 0.0, max(dual[j] + weight[j] for j in here)
             for _ in range(200):
                 mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if sum(wanted(mid, j) for j in here) > 1 else (lo, mid)
+                lo, hi = (mid, hi) if sum(wanted(mid, j, dual) for j in here) > 1 else (lo, mid)
             beta = (lo + hi) / 2
         left = 1.0
         for j in here:
@@ -77,7 +77,9 @@ def _random_problem(seed: int, n: int = 60, m: int = 12, load: float = 0.9):
 def test_allocated_is_what_the_serving_rule_delivers(seed: int) -> None:
     supply, eligible, demand = _random_problem(seed)
     result = shale_allocate(supply, eligible, demand)
-    plain = _plain_online(supply, eligible, result.alpha, result.theta, result.weight, result.order)
+    plain = _plain_online(
+        supply, eligible, result.alpha, result.theta, result.weight, result.order, result.dual
+    )
     assert result.allocated == pytest.approx(plain, rel=1e-6, abs=1e-6)
     assert np.all(result.taken <= supply * (1 + 1e-9))
 

@@ -71,18 +71,18 @@ def test_what_the_plan_leaves_goes_to_the_auction_and_unplanned_items_serve_as_b
     assert shares.get(3, 0.0) == pytest.approx(0.7, abs=0.015)
 
 
-def _plain_shale_shares(entries: list[tuple[float, float, float]]) -> list[float]:
-    """(α, θ, V) in allocation order -> x per item, β by bisection (independent of the code)."""
+def _plain_shale_shares(entries: list[tuple[float, float, float, float]]) -> list[float]:
+    """(ζ, α, θ, V) in allocation order -> x per item; β by bisection over the duals α."""
 
-    def wanted(beta: float) -> list[float]:
-        return [max(0.0, t * (1 + (a - beta) / v)) for a, t, v in entries]
+    def wanted(beta: float, dual: bool = False) -> list[float]:
+        return [max(0.0, t * (1 + ((a if dual else z) - beta) / v)) for z, a, t, v in entries]
 
     beta = 0.0
-    if sum(wanted(0.0)) > 1:
-        lo, hi = 0.0, max(a + v for a, _, v in entries)
+    if sum(wanted(0.0, True)) > 1:
+        lo, hi = 0.0, max(a + v for _, a, _, v in entries)
         for _ in range(200):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if sum(wanted(mid)) > 1 else (lo, mid)
+            lo, hi = (mid, hi) if sum(wanted(mid, True)) > 1 else (lo, mid)
         beta = (lo + hi) / 2
     left, shares = 1.0, []
     for x in wanted(beta):
@@ -96,10 +96,18 @@ def test_shale_rule_matches_a_plain_computation(seed: int) -> None:
     rng = random.Random(seed)
     book = [item(n) for n in range(1, 6)]
     snapshot = Snapshot.of(1, book, [SLOT])
-    raw = [(rng.uniform(-0.5, 3.0), rng.uniform(0.05, 0.6), rng.uniform(0.5, 2.0)) for _ in book]
+    raw = [
+        (
+            rng.uniform(-0.5, 3.0),
+            rng.uniform(-0.5, 3.0),
+            rng.uniform(0.05, 0.6),
+            rng.uniform(0.5, 2),
+        )
+        for _ in book
+    ]
     plan = {
-        line.id: PlanEntry(0.1, 10, rank=rank, alpha=a, theta=t, weight=v)
-        for rank, (line, (a, t, v)) in enumerate(zip(book, raw, strict=True))
+        line.id: PlanEntry(0.1, 10, rank=rank, alpha=z, theta=t, weight=v, dual=a)
+        for rank, (line, (z, a, t, v)) in enumerate(zip(book, raw, strict=True))
     }
     rule = PlanRule(snapshot, plan)
     expected = _plain_shale_shares(raw)
@@ -120,7 +128,7 @@ def test_shale_rule_matches_a_plain_computation(seed: int) -> None:
 def test_plan_file_round_trips_hwm_and_shale_entries(tmp_path) -> None:
     for algorithm, entry in (
         ("hwm", PlanEntry(0.4, 1000, rank=0, alpha=0.4)),
-        ("shale", PlanEntry(0.4, 1000, rank=3, alpha=1.7, theta=0.2, weight=1.0)),
+        ("shale", PlanEntry(0.4, 1000, rank=3, alpha=1.7, theta=0.2, weight=1.0, dual=1.2)),
     ):
         plan = AllocationPlan(
             generated_at=T0, entries={5: entry}, algorithm=algorithm, catalog_version=4

@@ -136,6 +136,7 @@ class PlanEntry:
     alpha: float | None = None
     theta: float | None = None
     weight: float = 1.0
+    dual: float | None = None  # SHALE's stage-one α: servers compute β from it
 
 
 class PlanSource(Protocol):

@@ -7,10 +7,12 @@ reloads it into its ``PacingController`` when the file changes. Servers never co
     {"format": 2, "generated_at": 1790000000.0, "algorithm": "shale",
      "opportunities": 52310, "observed_days": 6.98, "curve": [0.012, ...24 weights...],
      "line_items": {"17": {"share": 0.31, "supply_forecast": 412000,
-                           "rank": 0, "alpha": 0.42, "theta": 0.31, "weight": 1.0}}}
+                           "rank": 0, "alpha": 0.42, "dual": 0.40, "theta": 0.31,
+                           "weight": 1.0}}}
 
-Per line item: ``rank`` (allocation order), ``alpha`` (HWM's share, or SHALE's dual
-``ζ_j``) and, for SHALE, ``theta`` (``d_j / S_j``) and ``weight`` (``V_j``). ``share`` is
+Per line item: ``rank`` (allocation order), ``alpha`` (HWM's share, or SHALE's stage-two
+``ζ_j``) and, for SHALE, ``dual`` (stage-one ``α_j``), ``theta`` (``d_j / S_j``) and
+``weight`` (``V_j``). ``share`` is
 the expected share of its eligible supply it takes (for monitoring and as a starting pace
 for format-1 plans, which carry only shares).
 
@@ -19,9 +21,10 @@ them in allocation order, giving each ``x_j`` of it, and goes to one of them wit
 probability ``x_j`` (or to the rest of the book with the remainder):
 
 * HWM: ``x_j = min(α_j, 1 − Σ_{k before j} x_k)``;
-* SHALE: ``x_j = min(g_j(α_j − β), 1 − Σ_{k before j} x_k)`` with
+* SHALE: ``x_j = min(g_j(ζ_j − β), 1 − Σ_{k before j} x_k)`` with
   ``g_j(z) = max(0, θ_j (1 + z/V_j))`` and ``β`` the smallest ``β ≥ 0`` with
-  ``Σ_j g_j(α_j − β) ≤ 1`` (solved exactly over the request's few items).
+  ``Σ_j g_j(α_j − β) ≤ 1`` over the stage-one duals ``α`` (solved exactly over the
+  request's few items).
 
 ``PlanFile`` reads atomically written files, so a server never sees half a plan.
 """
@@ -81,7 +84,7 @@ class AllocationPlan:
             if entry.alpha is not None:
                 body.update(rank=entry.rank, alpha=entry.alpha)
             if entry.theta is not None:
-                body.update(theta=entry.theta, weight=entry.weight)
+                body.update(theta=entry.theta, weight=entry.weight, dual=entry.dual)
             line_items[str(item_id)] = body
         return orjson.dumps(
             {
@@ -144,12 +147,14 @@ def _entry(key: str, value: Mapping[str, Any], algorithm: str) -> PlanEntry:
         return PlanEntry(share, None if forecast is None else int(forecast))
     rank = int(value["rank"])
     alpha = _finite(value["alpha"], "alpha", key)
-    theta = weight = None
+    theta = weight = dual = None
     if algorithm == "hwm" and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha {alpha} of line item {key} is not within [0, 1]")
     if algorithm == "shale":
         theta = _finite(value["theta"], "theta", key)
         weight = _finite(value.get("weight", 1.0), "weight", key)
+        if value.get("dual") is not None:
+            dual = _finite(value["dual"], "dual", key)
         if not 0.0 <= theta <= 1.0 or weight <= 0:
             raise ValueError(f"theta/weight of line item {key} out of range")
     return PlanEntry(
@@ -159,6 +164,7 @@ def _entry(key: str, value: Mapping[str, Any], algorithm: str) -> PlanEntry:
         alpha=alpha,
         theta=theta,
         weight=1.0 if weight is None else weight,
+        dual=dual,
     )
 
 
@@ -229,6 +235,7 @@ class _Planned:
     alpha: float
     theta: float | None
     weight: float
+    dual: float
     start_ts: float
     end_ts: float
 
@@ -248,7 +255,7 @@ class PlanRule:
             self.bits |= 1 << position
             self._by_position[position] = _Planned(
                 position, entry.rank, entry.alpha, entry.theta, entry.weight,
-                item.start_ts, item.end_ts,
+                entry.alpha if entry.dual is None else entry.dual, item.start_ts, item.end_ts,
             )  # fmt: skip
 
     def pick(self, candidates: int, now: float, coin: float) -> int | None:
@@ -299,9 +306,12 @@ def _shares(here: list[_Planned]) -> list[float]:
 
 def _beta(here: list[_Planned], thetas: list[float]) -> float:
     """Smallest β ≥ 0 with Σ θ_j max(0, 1 + (α_j − β)/V_j) ≤ 1 (piecewise linear, exact)."""
-    # Each term is c_j (b_j − β) for β < b_j: c_j = θ_j/V_j, b_j = α_j + V_j.
+    # Each term is c_j (b_j − β) for β < b_j: c_j = θ_j/V_j, b_j = α_j + V_j (α: the dual).
     terms = sorted(
-        ((entry.alpha + entry.weight, theta / entry.weight) for entry, theta in zip(here, thetas, strict=True)),
+        (
+            (entry.dual + entry.weight, theta / entry.weight)
+            for entry, theta in zip(here, thetas, strict=True)
+        ),
         reverse=True,
     )
     total_c = total_cb = 0.0

@@ -135,3 +135,31 @@ def solve_ramps(lo: np.ndarray, hi: np.ndarray, w: np.ndarray, target: float) ->
     if slope <= 0:
         return float(points[k + 1])
     return float(points[k] + (target - values[k]) / slope)
+
+
+def merge_identical(
+    supply: np.ndarray, eligible: Sequence[np.ndarray], *, seed: int = 0
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Merge nodes eligible for exactly the same contracts: ``(supply, eligible, node_map)``.
+
+    Exact for HWM, SHALE and the LP: nodes with one eligibility set are treated alike by
+    all three (same share, same ``β``), so only their total supply matters. Sets are told
+    apart by a 128-bit random signature (a collision is vanishingly unlikely).
+    ``node_map[i]`` is the merged node of original node ``i`` (-1: eligible for none).
+    """
+    supply = np.asarray(supply, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    signature = np.zeros((supply.size, 2), dtype=np.uint64)
+    seen = np.zeros(supply.size, dtype=bool)
+    for nodes in eligible:
+        nodes = np.asarray(nodes, dtype=np.int64)
+        key = rng.integers(1, 2**63, size=2, dtype=np.int64).astype(np.uint64)
+        signature[nodes] ^= key
+        seen[nodes] = True
+    used = np.flatnonzero(seen)
+    _, first, inverse = np.unique(signature[used], axis=0, return_index=True, return_inverse=True)
+    node_map = np.full(supply.size, -1, dtype=np.int64)
+    node_map[used] = inverse.reshape(-1)
+    merged_supply = np.bincount(node_map[used], weights=supply[used], minlength=first.size)
+    merged = [np.unique(node_map[np.asarray(nodes, dtype=np.int64)]) for nodes in eligible]
+    return merged_supply, merged, node_map

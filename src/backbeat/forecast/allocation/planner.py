@@ -139,6 +139,7 @@ def solve_plan(
             alpha=float(shale.alpha[j]),
             theta=float(shale.theta[j]),
             weight=float(shale.weight[j]),
+            dual=float(shale.dual[j]),
         )
     return entries, shale.allocated
 

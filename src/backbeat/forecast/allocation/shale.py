@@ -27,15 +27,16 @@ SHALE finds the duals without solving the QP:
   ``r_i = 1`` and contracts in allocation order, ``ζ_j`` solving
   ``Σ_{i∈Γ(j)} s_i min(r_i, g_ij(ζ_j − β_i)) = d_j`` (``p_j`` if none), then
   ``r_i ← r_i − min(r_i, g_ij(ζ_j − β_i))``. (Where no ``ζ_j`` reaches ``d_j`` the paper
-  sets ``ζ_j = p_j``; we take the least ``ζ_j`` that uses up what is left, since servers
-  derive ``β`` from ``ζ`` and a huge ``ζ_j`` would inflate it.) The plan is ``(ζ_j, θ_j)`` and the order.
+  sets ``ζ_j = p_j``; we take the least ``ζ_j`` that uses up what is left.)
 
-**Online**, an impression of node ``i`` with eligible contracts ``J`` computes ``β_i`` from
-the plan's ``ζ`` as in stage one, then walks ``J`` in allocation order giving each
-``x_ij = min(g_ij(ζ_j − β_i), 1 − Σ_{k before j} x_ik)``; the rest goes to the auction.
-Because the servers' ``β_i`` comes from ``ζ`` (stage two used stage one's), ``refine``
-repeats stage two with the servers' ``β`` so the plan is exact for the rule they run;
-``allocated`` below is what that rule delivers on this supply.
+**Online**, an impression of node ``i`` with eligible contracts ``J`` computes ``β_i`` as in
+stage one from the stage-one duals ``α_J``, then walks ``J`` in allocation order giving
+each ``x_ij = min(g_ij(ζ_j − β_i), 1 − Σ_{k before j} x_ik)``; the rest goes to the
+auction. So the plan carries ``α_j`` (``dual``), ``ζ_j`` (``alpha``) and ``θ_j`` per
+contract, plus the order. (The paper rebuilds ``β_i`` from ``ζ``; but stage two solved
+``ζ`` against stage one's ``β``, and on a contended benchmark book that mismatch let a few
+contracts take several times their goal from the others. With the stage-one duals the
+online rule replays stage two exactly: ``allocated`` below is what servers deliver.)
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ DEFAULT_PENALTY = 1000.0
 class ShaleResult:
     """The SHALE plan and what the online rule delivers with it on this supply."""
 
-    alpha: np.ndarray  # (m,) ζ_j: the plan's dual per contract
+    alpha: np.ndarray  # (m,) ζ_j: the plan's stage-two value per contract
+    dual: np.ndarray  # (m,) α_j of stage one: servers compute β_i from these
     theta: np.ndarray  # (m,) θ_j = d_j / S_j
     weight: np.ndarray  # (m,) V_j
     order: np.ndarray  # contract indices in allocation order
@@ -140,9 +142,13 @@ def online_allocation(
     theta: np.ndarray,
     weight: np.ndarray,
     order: np.ndarray,
+    dual: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the serving rule delivers: ``(allocated per contract, taken per node, β)``."""
-    beta = node_beta(graph, alpha, theta, weight)
+    """What the serving rule delivers: ``(allocated per contract, taken per node, β)``.
+
+    ``β`` comes from ``dual`` (stage one's α), or from ``alpha`` as in the paper.
+    """
+    beta = node_beta(graph, alpha if dual is None else dual, theta, weight)
     remaining = np.ones(graph.n)
     allocated = np.zeros(graph.m)
     for j in order:
@@ -162,7 +168,6 @@ def shale_allocate(
     order: np.ndarray | None = None,
     *,
     passes: int = 10,
-    refine: int = 2,
     weight: np.ndarray | None = None,
     penalty: np.ndarray | float = DEFAULT_PENALTY,
 ) -> ShaleResult:
@@ -171,7 +176,6 @@ def shale_allocate(
     Args:
         supply, eligible, demand, order: as for ``hwm_allocate``.
         passes: stage-one iterations (more: closer to the QP optimum).
-        refine: extra stage-two rounds using the ``β`` the servers will compute.
         weight: ``V_j`` (default 1: all contracts equally keen on representativeness).
         penalty: ``p_j``, the cap on ``α_j`` (large: under-delivery is avoided at any cost).
     """
@@ -191,18 +195,15 @@ def shale_allocate(
         raise ValueError("order must be a permutation of the contracts")
     active = theta > 0
     alpha = np.zeros(m)
-    beta = np.zeros(graph.n)
     for _ in range(passes):
         beta = node_beta(graph, alpha, theta, weight)
         alpha = np.where(active, _contract_alpha(graph, beta, theta, weight, penalty), 0.0)
+    beta = node_beta(graph, alpha, theta, weight)  # as servers will compute it
     zeta = _stage_two(graph, beta, theta, weight, penalty, order)
-    for _ in range(refine):
-        zeta = _stage_two(
-            graph, node_beta(graph, zeta, theta, weight), theta, weight, penalty, order
-        )
-    allocated, taken, beta = online_allocation(graph, zeta, theta, weight, order)
+    allocated, taken, beta = online_allocation(graph, zeta, theta, weight, order, alpha)
     return ShaleResult(
         alpha=zeta,
+        dual=alpha,
         theta=theta,
         weight=weight,
         order=order,
