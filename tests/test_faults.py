@@ -107,7 +107,7 @@ def app_settings(database_url: str, var: Path, **overrides: object) -> Settings:
         "signing_key": "fault-signing-key-0123456789abcdef",
         "public_base_url": "http://testserver",
         "log_json": False,
-        "log_level": "ERROR",
+        "log_level": "CRITICAL",  # a refused database logs each poll; rendering costs seconds
         "catalog_poll_seconds": 0.2,
         "decision_log_sample": 1.0,
         **overrides,
