@@ -110,6 +110,7 @@ class BacktestReport:
     reach: list[Comparison] = field(default_factory=list)
     clicks: list[Comparison] = field(default_factory=list)
     delivered: list[Comparison] = field(default_factory=list)
+    available: list[Comparison] = field(default_factory=list)
     holidays: list[tuple[str, str, str]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
@@ -127,6 +128,8 @@ class BacktestReport:
             "reach_wape": wape(self.reach),
             "clicks_wape": wape(self.clicks),
             "delivered_wape": wape(self.delivered),
+            "available_wape": wape(self.available),
+            "available_coverage": coverage([c for c in self.available if c.actual > 0]),
             "supply_coverage": coverage(supply),
             "reach_coverage": coverage(reach),
             "clicks_coverage": coverage(clicks),
@@ -147,8 +150,16 @@ class BacktestReport:
             "seconds": self.seconds,
             "holidays_in_span": [list(h) for h in self.holidays],
             "combinations": [
-                {"name": s.name, "supply": asdict(s), "reach": asdict(r), "clicks": asdict(c)}
-                for s, r, c in zip(self.supply, self.reach, self.clicks, strict=True)
+                {
+                    "name": s.name,
+                    "supply": asdict(s),
+                    "reach": asdict(r),
+                    "clicks": asdict(c),
+                    "available": asdict(a),
+                }
+                for s, r, c, a in zip(
+                    self.supply, self.reach, self.clicks, self.available, strict=True
+                )
             ],
             "guaranteed": [asdict(d) for d in self.delivered],
         }
@@ -274,6 +285,7 @@ class Actuals:
     clicks: np.ndarray
     delivered: dict[int, int]
     requests: int
+    unreserved: np.ndarray  # per combination: matching breaks no guaranteed item took
 
 
 def _requests(traffic: Traffic) -> list[AdRequest]:
@@ -410,10 +422,12 @@ def serve_week(
             pacing.curve = TrafficCurve(plan.curve)
     decider = Decider(MemoryLedger(), pacing, seed=seed)
     delivered = {item.id: 0 for item in items if item.tier == Tier.GUARANTEED}
-    for ts, request in zip(traffic.ts.tolist(), _requests(traffic), strict=True):
+    reserved = np.zeros(len(traffic), dtype=bool)
+    for row, (ts, request) in enumerate(zip(traffic.ts.tolist(), _requests(traffic), strict=True)):
         decision = decider.decide(snapshot, snapshot.slots[request.slot_id], request, ts)
         if decision.line_item is not None and decision.line_item.id in delivered:
             delivered[decision.line_item.id] += 1
+            reserved[row] = True
     rng = np.random.default_rng([seed, 0xC11C])
     clicked = rng.random(len(traffic)) < model.click_probability(
         traffic.device_class, traffic.segments, traffic.slot.astype(np.int64)
@@ -428,7 +442,8 @@ def serve_week(
         np.logical_or.reduceat(matrix[order], starts, axis=0) if starts.size else matrix[:0]
     )
     reach = per_listener.sum(axis=0).astype(float)
-    return Actuals(supply, reach, clicks, delivered, len(traffic))
+    unreserved = matrix[~reserved].sum(axis=0).astype(float)
+    return Actuals(supply, reach, clicks, delivered, len(traffic), unreserved)
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -511,6 +526,11 @@ def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> Back
         # What each guaranteed item is forecast to deliver: its share in the forecaster's
         # allocation of the whole book (HWM over the sample), at most its goal.
         with_book = Forecaster.from_table(table, items, now=target, seed=config.seed)
+        # What a guaranteed draft could still book: supply the booked items do not need.
+        availability = [
+            with_book.forecast(ForecastQuery(**flight, tier=Tier.GUARANTEED, targeting=targeting))
+            for targeting in combinations
+        ]
         booked = with_book.booked
         delivery = {
             item.id: min(float(item.goal_impressions or 0), float(allocated))
@@ -534,6 +554,7 @@ def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> Back
         report.supply.append(_compare(name, result.matched, actual.supply[n]))
         report.reach.append(_compare(name, result.reach, actual.reach[n]))
         report.clicks.append(_compare(name, result.clicks, actual.clicks[n]))
+        report.available.append(_compare(name, availability[n].available, actual.unreserved[n]))
     for item in guaranteed:
         report.delivered.append(
             Comparison(item.name, delivery.get(item.id, 0.0), float(actual.delivered[item.id]))
@@ -597,6 +618,8 @@ def format_report(report: BacktestReport) -> str:
              f"WAPE <= {GOALS['reach_wape']:.0%}"),
         _row("clicks", metrics["clicks_wape"], metrics["clicks_coverage"], ""),
         _row("delivered guaranteed impressions", metrics["delivered_wape"], None, ""),
+        _row("available (left by the guaranteed)", metrics["available_wape"],
+             metrics["available_coverage"], ""),
         _row("all intervals", math.nan, metrics["coverage"], "75-85%"),
         "",
         f"{metrics['large_combinations']} combinations had >= {LARGE:,} opportunities in the week, "
