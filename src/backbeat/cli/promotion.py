@@ -70,8 +70,11 @@ def generate(settings: Settings, output: Path | None, listeners: int, artists: i
 @click.option("--model", "kind", type=click.Choice(["lightgbm", "logistic"]), default="lightgbm",
               show_default=True)  # fmt: skip
 @click.option("--no-feedback", is_flag=True, help="Ignore exposures reported to the event log.")
+@click.option("--beam-option", "beam_options", multiple=True,
+              help="Passed to Beam, e.g. --beam-option=--runner=DirectRunner (repeatable).")  # fmt: skip
 @click.pass_obj
-def train(settings: Settings, data: Path | None, seed: int, kind: str, no_feedback: bool) -> None:
+def train(settings: Settings, data: Path | None, seed: int, kind: str, no_feedback: bool,
+          beam_options: tuple[str, ...]) -> None:  # fmt: skip
     """Build features (Beam), check data quality, train, register; prints the model hash."""
     from backbeat.promotion.dataset import data_dir, features_dir, models_dir
     from backbeat.promotion.feedback import export_feedback
@@ -90,7 +93,8 @@ def train(settings: Settings, data: Path | None, seed: int, kind: str, no_feedba
         if exported.exposures or exported.skipped:
             click.echo(f"feedback: {exported.exposures} exposures ({exported.conversions} converted) "
                        f"from the event log, {exported.skipped} left out")  # fmt: skip
-    run = run_features(FeatureJob(source, features_dir(settings.var_dir)))
+    job = FeatureJob(source, features_dir(settings.var_dir), beam_args=list(beam_options))
+    run = run_features(job)
     click.echo(f"features: {run.rows} rows, {run.labels} conversions, {run.seconds:.1f} s")
     result = fit(TrainJob(run.path, models_dir(settings.var_dir), seed=seed, model_kind=kind))
     metrics = result.version.metrics
