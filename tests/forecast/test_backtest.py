@@ -96,6 +96,8 @@ def test_backtest_runs_end_to_end_and_reports_finite_figures(tmp_path):
         supply = entry["supply"]
         assert supply["low"] <= supply["forecast"] <= supply["high"]
         assert supply["actual"] >= 0 and entry["reach"]["actual"] <= supply["actual"]
+        # What the guaranteed items left of a combination is part of what it matched.
+        assert 0 <= entry["available"]["actual"] <= supply["actual"]
     # The ad server gave no guaranteed item more than its goal would need (all in the week).
     assert all(item["actual"] >= 0 for item in report["guaranteed"])
 
