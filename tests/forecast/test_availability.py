@@ -37,7 +37,7 @@ def brute_force_matched(f, targeting, start, end):
 
 @pytest.fixture(scope="module")
 def empty_book():
-    return forecaster(max_rows=6_000, min_rows=300)
+    return forecaster(max_rows=6_000, min_rows=300, horizon_weeks=2)
 
 
 def test_matched_equals_a_brute_force_weighted_count_over_the_sample(empty_book):

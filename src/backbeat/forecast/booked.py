@@ -26,7 +26,7 @@ sponsorship (what a guaranteed draft could get: ``possible``) and after every bo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -74,6 +74,7 @@ class BookedAllocation:
     sub_rows: np.ndarray  # subsample row indices
     sub_nodes_hour: np.ndarray  # (cycles * R,) future hour index of each node
     taken: sparse.csr_matrix | None  # (m, cycles * R) impressions each item takes per node
+    taken_by_cycle: list[sparse.csr_matrix] = field(default_factory=list)  # (m, R) each
 
 
 def _item_hours(item: ServableLineItem, projection: Projection) -> tuple[int, int]:
@@ -196,7 +197,7 @@ def compute_booked(
         mask = matcher.match(item.targeting)
         member = np.flatnonzero(np.bincount(group_of_row[mask], minlength=groups))
         block = np.ix_(member, days)
-        full_supply = float((bucket_supply[block] @ active[days]).sum())
+        full_supply = float((bucket_supply[block] * active[days][None, :]).sum())
         sub_supply_item = float(node_supply[eligible[position]].sum())
         if sub_supply_item > 0 and full_supply > 0:
             alpha[position] = min(1.0, alpha_sub[position] * sub_supply_item / full_supply)
@@ -228,6 +229,14 @@ def compute_booked(
         sub_rows=sub_rows,
         sub_nodes_hour=node_hour,
         taken=taken,
+        taken_by_cycle=(
+            []
+            if taken is None
+            else [
+                taken[:, cycle * sub_count : (cycle + 1) * sub_count].tocsr()
+                for cycle in range(cycles)
+            ]
+        ),
     )
 
 
