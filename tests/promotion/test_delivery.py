@@ -196,3 +196,19 @@ def test_exposures_reported_to_another_replica_count_once_for_caps_and_spend(tmp
     assert scorer.spent(1) == 2 * 20 / 1000
     scorer.refresh()  # nothing new: nothing counted twice
     assert scorer.exposures_of("l000004", "r00007") == 2
+
+
+def test_events_the_log_cannot_store_are_a_503_to_retry(client):
+    advertiser = create_advertiser(client)
+    campaign = book(client, advertiser["id"])
+    scorer = client.app.state.promotion
+    import time
+
+    deadline = time.monotonic() + 10
+    while not scorer.snapshot.by_item and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.app.state.services.event_log.close()
+    event = {"type": "exposure", "event_id": "e1", "listener_id": "l1", "item_id": "r00001",
+             "campaign_id": campaign["id"]}  # fmt: skip
+    response = client.post("/v1/promotion-events", json={"events": [event]}, headers=ADMIN)
+    assert response.status_code == 503 and response.json()["reason"] == "event-log-unavailable"

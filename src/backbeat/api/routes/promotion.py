@@ -20,8 +20,9 @@ from backbeat.api.routes.catalog import catalog_router
 from backbeat.api.routes.reports import parse_instant
 from backbeat.catalog.schemas import Id, Input, MoneyOut
 from backbeat.catalog.service import get_object
-from backbeat.errors import InvalidInput
+from backbeat.errors import BackbeatError, InvalidInput
 from backbeat.events import EventType
+from backbeat.observability import EVENTLOG_APPEND_FAILURES
 from backbeat.promotion import schemas
 from backbeat.promotion.events import promotion_event
 from backbeat.promotion.reporting import promotion_report, run_promotion_report
@@ -32,6 +33,12 @@ from backbeat.promotion.store import make_store
 from backbeat.promotion.vocabulary import ConversionType, PromotionSurface
 
 MAX_EVENTS = 1000
+
+
+class EventLogUnavailableError(BackbeatError):
+    status = 503
+    title = "Event log unavailable"
+    reason = "event-log-unavailable"
 
 
 @asynccontextmanager
@@ -167,7 +174,13 @@ async def promotion_events(
             )
         )
     scorer.record(events)  # before the append, so the log tail knows them as already counted
-    await asyncio.wrap_future(services.event_log.append_many([e.to_bytes() for e in events]))
+    try:
+        await asyncio.wrap_future(services.event_log.append_many([e.to_bytes() for e in events]))
+    except Exception as error:  # the disk, not the caller: retry later
+        EVENTLOG_APPEND_FAILURES.inc()
+        raise EventLogUnavailableError(
+            "the event log could not store the events; retry", reason="event-log-unavailable"
+        ) from error
     return {"accepted": len(events)}
 
 
