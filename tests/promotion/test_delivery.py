@@ -100,6 +100,9 @@ def test_reported_events_reach_the_delivery_report(client):
         {"type": "conversion", "event_id": "k0", "listener_id": "l0", "item_id": "r00001",
          "conversion_type": "new", "ts": "2026-09-21T11:00:00Z"},
     ]  # fmt: skip
+    far = [{**events[0], "ts": "9999-12-31T23:59:59-14:00"}]
+    refused = client.post("/v1/promotion-events", json={"events": far}, headers=ADMIN)
+    assert refused.status_code == 422 and refused.json()["reason"] == "ts-out-of-range"
     bad = [{**events[0], "campaign_id": campaign["id"] + 100}]
     refused = client.post("/v1/promotion-events", json={"events": bad + events}, headers=ADMIN)
     assert refused.status_code == 422 and refused.json()["reason"] == "unknown-campaign"

@@ -33,6 +33,7 @@ from backbeat.promotion.store import make_store
 from backbeat.promotion.vocabulary import ConversionType, PromotionSurface
 
 MAX_EVENTS = 1000
+EARLIEST, LATEST = 946_684_800, 4_102_444_800  # 2000-01-01 and 2100-01-01 UTC
 
 
 class EventLogUnavailableError(BackbeatError):
@@ -140,6 +141,10 @@ async def promotion_events(
     campaigns = {c.id: c for cs in scorer.snapshot.by_item.values() for c in cs}
     events = []
     for index, item in enumerate(body.events):
+        if item.ts is not None and not EARLIEST <= item.ts.timestamp() < LATEST:
+            raise InvalidInput(
+                f"events[{index}]: ts must be between 2000 and 2100", reason="ts-out-of-range"
+            )
         campaign = campaigns.get(item.campaign_id) if item.campaign_id is not None else None
         if item.type != EventKind.CONVERSION:
             if campaign is None:
