@@ -19,7 +19,15 @@ from backbeat.api.hot_paths import HotPaths, document_hot_paths
 from backbeat.api.middleware import Guard, MetricsMiddleware
 from backbeat.api.openapi import document_problems
 from backbeat.api.problems import install_problem_handlers
-from backbeat.api.routes import catalog, health, keys, reports, serving
+from backbeat.api.routes import (
+    budget_allocations,
+    bulk_booking,
+    catalog,
+    health,
+    keys,
+    reports,
+    serving,
+)
 from backbeat.api.routes import forecasts as forecast_routes
 from backbeat.api.routes import promotion as promotion_routes
 from backbeat.config import Settings, get_settings
@@ -28,9 +36,9 @@ from backbeat.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
 from backbeat.observability import DECISION_LOG_DROPPED, configure_logging, log
 from backbeat.reporting.service import delivered_so_far
-from backbeat.serving.plan import PlanFile
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.pacing import PacingController
+from backbeat.serving.plan import PlanFile
 from backbeat.serving.reconcile import Reconciler
 from backbeat.serving.redis_ledger import RedisLedger
 from backbeat.serving.server import AdServer
@@ -181,11 +189,13 @@ def create_app(
     )
     install_problem_handlers(app)
     for router in (
+        bulk_booking.router,
         *catalog.ROUTERS,
         keys.router,
         serving.router,
         reports.router,
         forecast_routes.router,
+        budget_allocations.router,
         health.router,
         *promotion_routes.ROUTERS,
     ):
