@@ -7,6 +7,8 @@ import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_validation import assert_problem, catalog_state
 
 from factories import (
@@ -168,3 +170,32 @@ def test_creatives_of_an_advertiser_key_still_work_under_its_own_items(client):
     campaign = create_campaign(client, advertiser["id"], headers=key)
     item = create_line_item(client, campaign["id"], headers=key)
     assert create_creative(client, item["id"], headers=key)["advertiser_id"] == advertiser["id"]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tier=st.sampled_from(["sponsorship", "guaranteed", "non_guaranteed", "house"]),
+    cents=st.integers(min_value=0, max_value=600),
+)
+def test_an_advertiser_booking_is_accepted_exactly_within_its_tiers_and_floor(client, tier, cents):
+    """Property: accepted iff the tier is the advertiser's and the CPM is at least the lowest
+    active reserve (hand-set here at 2.50 and 4.00: the floor is 2.50)."""
+    if not hasattr(client, "_roles_book"):
+        create_slot(client, reserve_cpm="2.50")
+        create_slot(client, reserve_cpm="4.00")
+        advertiser = create_advertiser(client)
+        key = advertiser_key(client, advertiser["id"])
+        client._roles_book = (key, create_campaign(client, advertiser["id"], headers=key))
+    key, campaign = client._roles_book
+    cpm = f"{cents // 100}.{cents % 100:02d}"
+    body = {"campaign_id": campaign["id"], "name": f"P {tier} {cpm}", "tier": tier, "cpm": cpm}
+    response = client.post("/v1/line-items", json=body, headers=key)
+    if tier in ("sponsorship", "house"):
+        expected = 403
+    elif cents < 250:
+        expected = 422
+    else:
+        expected = 201
+    assert response.status_code == expected, response.text
