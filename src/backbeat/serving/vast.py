@@ -28,7 +28,8 @@ IAB_CATEGORY_AUTHORITY = "https://iabtechlab.com"
 ERRORCODE_MACRO = "[ERRORCODE]"
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# A raw CR would come back from any parser as LF (line-end normalisation): keep it as a reference.
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _ATTR_ESCAPES = str.maketrans(
     {
         "&": "&amp;",
@@ -57,8 +58,9 @@ def xml_attr(value: str) -> str:
 
 
 def cdata(value: str) -> str:
-    """A CDATA section holding ``value`` exactly (after dropping non-XML characters)."""
-    clean = _NOT_XML.sub("", value)
+    """A CDATA section holding ``value`` (non-XML characters and CRs dropped: a CDATA section
+    cannot keep a CR from line-end normalisation, and no URL has one)."""
+    clean = _NOT_XML.sub("", value).replace("\r", "")
     return "<![CDATA[" + clean.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
