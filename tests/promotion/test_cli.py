@@ -41,6 +41,10 @@ def test_generate_train_twice_identically_then_score(runner, tmp_path, monkeypat
     hashes = [re.search(r"sha256 ([0-9a-f]{64})", out).group(1) for out in outputs]
     assert hashes[0] == hashes[1] and files[0] == files[1]
     assert "popularity baseline" in outputs[0] and "champion:" in outputs[0]
+    metrics = (var / "promotion" / "metrics.prom").read_text()
+    assert (
+        "backbeat_promotion_feature_rows" in metrics and "backbeat_promotion_model_auc" in metrics
+    )
 
     assert runner.invoke(cli, ["migrate"]).exit_code == 0
     engine = make_engine(f"sqlite:///{(var / 'backbeat.db').resolve()}")

@@ -31,6 +31,17 @@ def _session_factory(settings: Settings) -> Any:
     return make_session_factory(engine)
 
 
+def _write_metrics(settings: Settings) -> None:
+    """The run's Prometheus metrics for a node-exporter textfile collector."""
+    from prometheus_client import REGISTRY, write_to_textfile
+
+    from backbeat.promotion.dataset import promotion_dir
+
+    target = promotion_dir(settings.var_dir) / "metrics.prom"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(target), REGISTRY)
+
+
 @click.group()
 def promotion() -> None:
     """Promotion scores: synthetic data, features, model training, batch scoring, delivery."""
@@ -97,6 +108,7 @@ def train(settings: Settings, data: Path | None, seed: int, kind: str, no_feedba
     run = run_features(job)
     click.echo(f"features: {run.rows} rows, {run.labels} conversions, {run.seconds:.1f} s")
     result = fit(TrainJob(run.path, models_dir(settings.var_dir), seed=seed, model_kind=kind))
+    _write_metrics(settings)
     metrics = result.version.metrics
     click.echo(
         f"model {result.version.version} sha256 {result.version.manifest['model_sha256']}\n"
