@@ -269,3 +269,34 @@ def test_a_scorer_without_model_or_data_still_answers(client):
         ("r00001", "no-model"),
         ("r00002", "unknown-item"),
     }
+
+
+def test_overspending_lowers_a_campaigns_scores_until_the_budget_is_gone(world_client, world):
+    advertiser = create_advertiser(world_client)
+    item = world["items"][0]
+    # 1.00 over 30 days from 15 September: about 0.17 is due at the request time (20 Sept).
+    campaign = book(world_client, advertiser["id"], item, budget="1.00")
+    synced(world_client, 1)
+    scorer = world_client.app.state.promotion
+    before = score(world_client, "l999999", [item[0]]).json()["scores"][0]
+    assert before["score"] == pytest.approx(before["p_conversion"] * 20 / 1000, rel=1e-6)
+    events = [{"type": "exposure", "event_id": f"x{i}", "listener_id": f"l{900000 + i}",
+               "item_id": item[0], "campaign_id": campaign["id"]} for i in range(20)]  # fmt: skip
+    assert (
+        world_client.post(
+            "/v1/promotion-events", json={"events": events}, headers=ADMIN
+        ).status_code
+        == 202
+    )
+    assert scorer.spent(campaign["id"]) == pytest.approx(20 * 0.02)  # 0.40 against ~0.17 due
+    wait_for(lambda: scorer.pacer.multiplier(campaign["id"]) < 0.5)
+    after = score(world_client, "l999999", [item[0]]).json()["scores"][0]
+    assert after["p_conversion"] == pytest.approx(before["p_conversion"])
+    assert after["score"] < 0.5 * before["score"]
+    more = [
+        {**event, "event_id": f"y{i}", "listener_id": f"l{800000 + i}"}
+        for i, event in enumerate(events * 2)
+    ]
+    world_client.post("/v1/promotion-events", json={"events": more}, headers=ADMIN)
+    gone = score(world_client, "l999999", [item[0]]).json()
+    assert gone["excluded"] == [{"item_id": item[0], "reason": "out-of-budget"}]
