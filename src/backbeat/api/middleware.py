@@ -71,8 +71,10 @@ AUTHENTICATED_PREFIXES = (
     "/v1/api-keys",
     "/v1/reports",
 )
-# Long on purpose (a recount of the whole event log): exempt from the request deadline.
-UNBOUNDED_SUFFIXES = ("/run",)
+# Long on purpose (a recount of the whole event log, bulk booking and forecasts, budget
+# optimisation): exempt from the request deadline.
+UNBOUNDED_SUFFIXES = ("/run", "/bulk")
+UNBOUNDED_PREFIXES = ("/v1/budget-allocations",)
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._\-]{1,64}")
 
 
@@ -164,7 +166,7 @@ class Guard:
             if body is None:
                 return  # the client went away
             receive = _replay(body, receive)
-        if path.endswith(UNBOUNDED_SUFFIXES):
+        if path.endswith(UNBOUNDED_SUFFIXES) or path.startswith(UNBOUNDED_PREFIXES):
             await self.app(scope, receive, send)
             return
         await self._within_deadline(scope, receive, send)
