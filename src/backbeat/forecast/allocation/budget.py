@@ -74,11 +74,14 @@ def reach_universe(impressions: float, reach: float) -> float | None:
     def gap(universe: float) -> float:
         return universe * -math.expm1(-impressions / universe) - reach
 
-    # gap rises from (≈ −reach) just above ``reach`` towards impressions − reach > 0.
+    # U (1 − e^{−I/U}) rises with U from 0 towards I, and is below U: the root is above
+    # ``reach`` (at ``reach`` itself when the listeners are saturated to float precision).
+    if gap(reach) >= 0:
+        return reach
     high = max(reach * 2.0, 1.0)
     while gap(high) < 0:
         high *= 2.0
-    return float(brentq(gap, reach * (1 + 1e-12), high, xtol=1e-9 * reach, maxiter=200))
+    return float(brentq(gap, reach, high, xtol=1e-9 * reach, maxiter=200))
 
 
 @dataclass(frozen=True)
