@@ -150,5 +150,3 @@ def test_the_problem_shape_is_in_the_document(api_schema: Any) -> None:
             for status, response in operation["responses"].items():
                 if status[0] in "45":
                     assert "application/problem+json" in response["content"], (path, status)
-
-

@@ -46,7 +46,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 DESCRIPTIONS = {
-    "400": "The body is not JSON (or not UTF-8)",
+    "400": "Malformed: a body that is not JSON, a listener id outside the safe alphabet",
     "401": "Missing, unknown or revoked API key",
     "403": "The key's role may not do this",
     "404": "Not found (another advertiser's object is not found either)",
@@ -60,9 +60,7 @@ DESCRIPTIONS = {
     "429": "Rate limited; retry after `Retry-After` seconds",
     "503": "A dependency (database, event log) is unavailable; retry after `Retry-After`",
 }
-RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
-}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 TRACKING_PARAMETERS = {
     "d": "decision id",
     "li": "line item id",
@@ -163,6 +161,8 @@ def document_problems(app: FastAPI) -> None:
                 if path == "/t/{event}":
                     statuses |= {"403", "404", "410", "429", "503"}
                     _document_tracking(operation)
+                if path in ("/vast", "/t/{event}", "/v1/decisions"):
+                    statuses.add("400")  # a listener id outside the safe alphabet
                 if path == "/readyz":
                     statuses = {"503"}
                 if path in ("/healthz", "/metrics"):
