@@ -368,53 +368,49 @@ class Forecaster:
         rowset: RowSet,
         rows: np.ndarray,
         cells: np.ndarray,
-        weeks: range,
+        cycles: range,
         factors: np.ndarray,
         level: int | None,
         *,
         labels: np.ndarray | None = None,
         label_count: int = 1,
-    ) -> dict[str, np.ndarray]:
-        """Matched / possible / available per label (and matched weight per cell)."""
+    ) -> dict[str, Any]:
+        """Matched, possible and available requests over the window, in total and per label,
+        and the matched sample weight per cell (for the supply model's error)."""
         count = self._cells * label_count
         key = cells if labels is None else cells.astype(np.int64) * label_count + labels
         weight = np.bincount(key, weights=rowset.weight[rows], minlength=count)
-        flat_factors = factors if labels is None else np.repeat(factors, label_count, axis=1)
+        flat = factors if labels is None else np.repeat(factors, label_count, axis=1)
         # Element-wise, not BLAS: a BLAS call on a busy machine spins its threads (30+ ms).
-        matched = (flat_factors * weight[None, :]).sum(axis=1) if len(weeks) else np.zeros(0)
-        out = {"cell_weight": weight}
+        projected = flat * weight[None, :]  # (cycles, cells x labels)
         available_rank = TIER_RANK[Tier.GUARANTEED]
-        totals = {"possible": 0.0, "available": 0.0}
-        per_label = {"matched": np.zeros(label_count), "available": np.zeros(label_count)}
-        per_label["matched"] = (
-            (flat_factors * weight[None, :]).sum(axis=0).reshape(-1, label_count).sum(axis=0)
-            if len(weeks)
-            else np.zeros(label_count)
-        )
-        available_label = np.zeros(label_count)
-        possible_total = 0.0
-        for index, week in enumerate(weeks):
+        available = 0.0
+        possible = 0.0
+        available_by_label = np.zeros(label_count)
+        for index, cycle in enumerate(cycles):
             left = np.bincount(
-                key, weights=rowset.remaining[available_rank][week, rows], minlength=count
+                key, weights=rowset.remaining[available_rank][cycle, rows], minlength=count
             )
-            contribution = flat_factors[index] * left
-            totals["available"] += float(contribution.sum())
-            available_label += contribution.reshape(-1, label_count).sum(axis=0)
+            contribution = flat[index] * left
+            available += float(contribution.sum())
+            available_by_label += contribution.reshape(-1, label_count).sum(axis=0)
             if level is None:
-                possible_total += float(matched[index])
+                possible += float(projected[index].sum())
             elif level == available_rank:
-                possible_total += float(contribution.sum())
+                possible += float(contribution.sum())
             else:
                 left = np.bincount(
-                    key, weights=rowset.remaining[level][week, rows], minlength=count
+                    key, weights=rowset.remaining[level][cycle, rows], minlength=count
                 )
-                possible_total += float((flat_factors[index] * left).sum())
-        out["matched"] = np.array([float(matched.sum())])
-        out["possible"] = np.array([possible_total])
-        out["available"] = np.array([totals["available"]])
-        out["matched_by_label"] = per_label["matched"]
-        out["available_by_label"] = available_label
-        return out
+                possible += float((flat[index] * left).sum())
+        return {
+            "cell_weight": weight,
+            "matched": float(projected.sum()),
+            "possible": possible,
+            "available": available,
+            "matched_by_label": projected.sum(axis=0).reshape(-1, label_count).sum(axis=0),
+            "available_by_label": available_by_label,
+        }
 
     def _sampling_error(
         self, rowset: RowSet, rows: np.ndarray, listener: np.ndarray, share: float = 1.0
@@ -470,7 +466,7 @@ class Forecaster:
         weeks, factors, sigmas = self._cell_factors(fractions)
         level = self._level(query.tier)
         sums = self._sums(rowset, rows, cells, weeks, factors, level)
-        matched = float(sums["matched"][0])
+        matched = sums["matched"]
         cell_weight = sums["cell_weight"]
         strata = self.projection.scale.shape[0]
         sigma_by_stratum = (
@@ -505,8 +501,8 @@ class Forecaster:
             cap_factor = estimate_reach(
                 aux, basis, forecast_impressions=matched, delivered=None, caps=caps
             ).cap_factor
-        possible = float(sums["possible"][0]) * cap_factor
-        available = float(sums["available"][0]) * cap_factor
+        possible = sums["possible"] * cap_factor
+        available = sums["available"] * cap_factor
         delivered = available
         if query.goal_impressions:
             delivered = min(float(query.goal_impressions), available)
