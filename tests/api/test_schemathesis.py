@@ -4,7 +4,7 @@ the document, as the admin and as an advertiser key (issue 9, proof).
 Every check schemathesis has runs (``call_and_validate`` defaults to all of them, like
 ``-c all``), stateless on every operation and stateful over the links schemathesis infers
 from ``Location`` headers. ``BACKBEAT_SCHEMATHESIS_EXAMPLES`` raises the example count for a
-longer hunt (``make fuzz``); the default keeps this file well under 90 s on two cores.
+longer hunt (README, "Security and limits"); the default keeps this file well under 90 s on two cores.
 """
 
 from __future__ import annotations
