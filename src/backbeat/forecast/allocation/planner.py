@@ -105,7 +105,7 @@ def plan_problem(forecaster: Forecaster) -> PlanProblem:
 
 
 def solve_plan(
-    problem: PlanProblem, algorithm: str, *, passes: int = 10
+    problem: PlanProblem, algorithm: str, *, passes: int = 40
 ) -> tuple[dict[int, PlanEntry], np.ndarray]:
     """Plan entries per line item id and what each is expected to deliver."""
     m = len(problem.items)
