@@ -30,7 +30,7 @@ class RowSet:
     matcher: Matcher
     weight: np.ndarray  # float64 requests per row
     cell: np.ndarray  # int32 stratum * period + phase
-    listener: np.ndarray  # int32 listener code
+    listener: np.ndarray  # int32 listener code (dense over the set's listeners for a subset)
     listener_keep: np.ndarray  # float64 keep probability per listener code
     ts: np.ndarray
     rate: np.ndarray  # decision-log sampling rate per row
@@ -59,8 +59,13 @@ def make_rowset(
     pick = slice(None) if rows is None else rows
     weight = sample.weight[pick] / thinning
     keep = sample.keep[pick] * thinning
-    listener = table.listener
-    listener_keep = np.ones(len(table.listeners))
+    if rows is None:
+        listener = table.listener
+        listener_keep = np.ones(len(table.listeners))
+    else:  # dense codes over the subset's own listeners: per-listener arrays stay small
+        _, listener = np.unique(table.listener, return_inverse=True)
+        listener = listener.astype(np.int32).reshape(-1)
+        listener_keep = np.ones(int(listener.max()) + 1 if listener.size else 0)
     listener_keep[listener] = keep
     outcomes = table.outcomes
     n = table.size
