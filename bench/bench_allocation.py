@@ -115,10 +115,10 @@ def row(name: str, allocated: np.ndarray, taken: np.ndarray, demand: np.ndarray,
     }
 
 
-def quality(args: argparse.Namespace) -> None:
+def quality(args: argparse.Namespace, load: float, qp: bool) -> None:
     rng = np.random.default_rng(args.seed)
     attributes, supply = simulate_week(rng, args.opportunities)
-    eligible, demand = book(rng, attributes, supply, args.items, args.load)
+    eligible, demand = book(rng, attributes, supply, args.items, load)
     raw_nodes = len(supply)
     # Nodes eligible for the same line items are one node to all three methods (exact).
     supply, eligible, _ = merge_identical(supply, eligible)
@@ -149,7 +149,7 @@ def quality(args: argparse.Namespace) -> None:
     gap = 1 - rows[1]["delivered"] / best
     print(f"SHALE within {gap:.3%} of the optimum's delivered impressions (goal: < 1 %)")
 
-    if args.qp_items:
+    if qp and args.qp_items:
         keep = rng.choice(args.items, args.qp_items, replace=False)
         sub_eligible = [eligible[j] for j in keep]
         used = np.unique(np.concatenate(sub_eligible))
@@ -222,7 +222,7 @@ def speed(args: argparse.Namespace) -> None:
 
     def build() -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         attributes, supply = simulate_week(rng, args.opportunities)
-        eligible, demand = book(rng, attributes, supply, args.scale_items, args.load)
+        eligible, demand = book(rng, attributes, supply, args.scale_items, args.loads[0])
         supply, eligible, _ = merge_identical(supply, eligible)
         return supply, eligible, demand
 
@@ -245,14 +245,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--opportunities", type=int, default=1_000_000)
-    parser.add_argument("--load", type=float, default=1.0, help="total demand over supply")
-    parser.add_argument("--qp-items", type=int, default=40)
+    parser.add_argument(
+        "--loads",
+        type=lambda text: [float(part) for part in text.split(",")],
+        default=[0.8, 1.0, 1.2],
+        help="total demand over supply, one quality run each",
+    )
+    parser.add_argument("--qp-items", type=int, default=12)
     parser.add_argument("--scale-items", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    quality(args)
+    for position, load in enumerate(args.loads):
+        quality(args, load, qp=position == len(args.loads) - 1)
     if not args.skip_speed:
         speed(args)
 

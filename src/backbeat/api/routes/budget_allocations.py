@@ -149,4 +149,3 @@ def create_budget_allocation(
         "allocations": allocations,
         "note": forecaster.note,
     }
-

@@ -115,4 +115,3 @@ def book_line_items(
         "indexes": [index for index, _ in created],
         "errors": [error.model_dump() for error in listed],
     }
-
