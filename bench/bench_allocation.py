@@ -65,13 +65,25 @@ def simulate_week(rng: np.random.Generator, opportunities: int) -> tuple[np.ndar
 
 
 def book(
-    rng: np.random.Generator, attributes: np.ndarray, supply: np.ndarray, items: int, load: float
+    rng: np.random.Generator,
+    attributes: np.ndarray,
+    supply: np.ndarray,
+    items: int,
+    load: float,
+    narrow: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Overlapping targetings and flights; goals scaled so demand is ``load`` × supply."""
+    """Overlapping targetings and flights; goals scaled so demand is ``load`` × supply.
+
+    ``narrow``: every item buys one or two of the three big markets on one device, the
+    contended case where the order of a greedy plan matters most.
+    """
     eligible: list[np.ndarray] = []
     for _ in range(items):
         mask = np.ones(len(supply), dtype=bool)
-        if rng.random() < 0.8:
+        if narrow:
+            mask &= np.isin(attributes[:, 0], rng.choice(3, rng.integers(1, 3), replace=False))
+            mask &= attributes[:, 1] == rng.choice(4, p=DEVICES)
+        elif rng.random() < 0.8:
             mask &= np.isin(attributes[:, 0], rng.choice(6, rng.integers(1, 4), replace=False))
         if rng.random() < 0.5:
             mask &= np.isin(attributes[:, 1], rng.choice(4, rng.integers(1, 3), replace=False))
@@ -118,13 +130,14 @@ def row(name: str, allocated: np.ndarray, taken: np.ndarray, demand: np.ndarray,
 def quality(args: argparse.Namespace, load: float, qp: bool) -> None:
     rng = np.random.default_rng(args.seed)
     attributes, supply = simulate_week(rng, args.opportunities)
-    eligible, demand = book(rng, attributes, supply, args.items, load)
+    eligible, demand = book(rng, attributes, supply, args.items, load, args.narrow)
     raw_nodes = len(supply)
     # Nodes eligible for the same line items are one node to all three methods (exact).
     supply, eligible, _ = merge_identical(supply, eligible)
     graph = Graph.build(supply, eligible, demand)
     print(
-        f"\n== quality: {args.items} guaranteed line items, {raw_nodes:,} supply nodes "
+        f"\n== quality{' (narrow book)' if args.narrow else ''}: {args.items} guaranteed "
+        f"line items, {raw_nodes:,} supply nodes "
         f"({len(supply):,} after merging identical eligibility) from "
         f"{args.opportunities:,} sampled requests ({supply.sum():,.0f} impressions), "
         f"{graph.edge_node.size:,} edges, demand {demand.sum() / supply.sum():.0%} of supply"
@@ -175,7 +188,7 @@ def quality(args: argparse.Namespace, load: float, qp: bool) -> None:
             return 0.5 * float(np.sum(s / np.maximum(theta, 1e-12) * (flows / s - theta) ** 2))
 
         shale_flows = _shale_flows(sub_graph, sub)
-        qp_flows = _qp_flows(sub_graph)
+        qp_flows = qp.flows
         print(
             f"objective ½Σ s/θ (x−θ)²: SHALE {cost(shale_flows):,.1f}, QP optimum "
             f"{cost(qp_flows):,.1f} (ratio {cost(shale_flows) / max(cost(qp_flows), 1e-9):.3f}); "
@@ -197,24 +210,6 @@ def _shale_flows(graph: Graph, result: Any) -> np.ndarray:
         remaining[nodes] -= share
         flows[lo:hi] = share * graph.supply[nodes]
     return flows
-
-
-def _qp_flows(graph: Graph) -> np.ndarray:
-    from backbeat.forecast.allocation import exact
-
-    captured: dict[str, np.ndarray] = {}
-    original = exact._finish
-
-    def keep(highs: Any, graph_: Graph, flows: np.ndarray) -> Any:
-        captured["flows"] = flows
-        return original(highs, graph_, flows)
-
-    exact._finish = keep  # type: ignore[assignment]
-    try:
-        exact.representative(graph)
-    finally:
-        exact._finish = original  # type: ignore[assignment]
-    return captured["flows"]
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -255,6 +250,7 @@ def main() -> None:
     parser.add_argument("--scale-items", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--narrow", action="store_true", help="a contended book (see book())")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     for position, load in enumerate(args.loads):

@@ -102,7 +102,7 @@ def test_close_to_the_exact_qp_when_everything_fits(seed: int) -> None:
         x = taken_per_edge / s
         return 0.5 * float(np.sum(s / theta * (x - theta) ** 2))
 
-    assert cost(_edge_flows(graph, result)) <= cost(_exact_flows(graph)) * 1.10 + 1e-6
+    assert cost(_edge_flows(graph, result)) <= cost(exact.flows) * 1.10 + 1e-6
 
 
 def _edge_flows(graph: Graph, result) -> np.ndarray:
@@ -119,23 +119,3 @@ def _edge_flows(graph: Graph, result) -> np.ndarray:
         remaining[nodes] -= share
         flows[lo:hi] = share * graph.supply[nodes]
     return flows
-
-
-def _exact_flows(graph: Graph) -> np.ndarray:
-    import highspy  # noqa: F401  (the QP is solved again to read its per-edge values)
-
-    from backbeat.forecast.allocation import exact
-
-    captured = {}
-    original = exact._finish
-
-    def keep(highs, graph_, flows):
-        captured["flows"] = flows
-        return original(highs, graph_, flows)
-
-    exact._finish = keep
-    try:
-        exact.representative(graph)
-    finally:
-        exact._finish = original
-    return captured["flows"]

@@ -28,6 +28,7 @@ class ExactResult:
     taken: np.ndarray  # (n,)
     objective: float
     status: str
+    flows: np.ndarray  # (E,) impressions per edge, in ``Graph`` edge order
 
 
 def _solver() -> highspy.Highs:
@@ -58,6 +59,7 @@ def _finish(highs: highspy.Highs, graph: Graph, flows: np.ndarray) -> ExactResul
         taken=taken,
         objective=float(highs.getInfo().objective_function_value),
         status=highs.modelStatusToString(highs.getModelStatus()),
+        flows=flows,
     )
 
 
