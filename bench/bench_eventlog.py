@@ -167,40 +167,58 @@ def _tracking_events(total: int) -> list[bytes]:
     return out[:total]
 
 
+def write_tracking_log(directory: Path, total: int) -> None:
+    with EventLogWriter(directory) as writer:
+        writer.append_many(_tracking_events(total)).result()
+
+
 def bench_count(total: int) -> None:
+    """Count in fresh child processes, so each peak RSS is the counting's own."""
+    import subprocess
+    import sys
+
+    for label in ("beam", "in-process"):
+        with tempfile.TemporaryDirectory() as name:
+            root = Path(name)
+            subprocess.run(
+                [sys.executable, __file__, "--write-log", str(root), "--count-events", str(total)],
+                check=True,
+            )
+            for run in ("full", "+1%"):
+                subprocess.run(
+                    [sys.executable, __file__, "--count", label, str(root), run], check=True
+                )
+
+
+def count_once(label: str, root: Path, run: str) -> None:
     import resource
 
     from backbeat.db import make_engine, make_session_factory, migrate, session_scope
     from backbeat.reporting.counting import CountingPolicy
     from backbeat.reporting.service import count_event_log
 
-    events = _tracking_events(total)
-    for label, min_records in (("beam", 1), ("in process", 10**12)):
-        with tempfile.TemporaryDirectory() as name:
-            root = Path(name)
-            with EventLogWriter(root / "events") as writer:
-                writer.append_many(events[: total * 99 // 100]).result()
-            url = f"sqlite:///{root / 'db.sqlite'}"
-            migrate(url)
-            factory = make_session_factory(make_engine(url))
-            policy = CountingPolicy(beam_min_records=min_records)
-            for run, part in (("full", events[: total * 99 // 100]), ("+1%", None)):
-                if part is None:
-                    with EventLogWriter(root / "events") as writer:
-                        writer.append_many(events[total * 99 // 100 :]).result()
-                started = time.monotonic()
-                with session_scope(factory) as session:
-                    result = count_event_log(
-                        session=session, event_log_dir=root / "events", policy=policy,
-                        commit=session.commit,
-                    )  # fmt: skip
-                elapsed = time.monotonic() - started
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-                print(
-                    f"{'count ' + label + ' ' + run:<24} {result.new_records / elapsed:>10,.0f} "
-                    f"events/s  ({result.new_records:,} events in {elapsed:.1f} s, "
-                    f"peak RSS {peak:.2f} GB)"
-                )
+    if run == "+1%":
+        with EventLogWriter(root / "events") as writer:
+            extra = _tracking_events(len(list(EventLogReader(root / "events").records())) // 99)
+            writer.append_many(extra).result()
+    url = f"sqlite:///{root / 'db.sqlite'}"
+    migrate(url)
+    factory = make_session_factory(make_engine(url))
+    policy = CountingPolicy(beam_min_records=1 if label == "beam" else 10**12)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    started = time.monotonic()
+    with session_scope(factory) as session:
+        result = count_event_log(
+            session=session, event_log_dir=root / "events", policy=policy, commit=session.commit
+        )
+    elapsed = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print(
+        f"{'count ' + label + ' ' + run:<24} {result.new_records / elapsed:>10,.0f} events/s  "
+        f"({result.new_records:,} events in {elapsed:.1f} s, peak RSS {peak:.2f} GB, "
+        f"{before:.2f} GB before counting)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -208,7 +226,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per write scenario")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp dir)")
     parser.add_argument("--count-events", type=int, default=300_000)
+    parser.add_argument("--write-log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--count", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_log:
+        write_tracking_log(args.write_log / "events", args.count_events)
+        return
+    if args.count:
+        count_once(args.count[0], Path(args.count[1]), args.count[2])
+        return
     with tempfile.TemporaryDirectory(dir=args.dir) as name:
         directory = Path(name)
         print(f"payload {len(PAYLOAD)} bytes, writing under {directory}")
