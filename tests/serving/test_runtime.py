@@ -199,3 +199,43 @@ def test_the_demo_retries_a_connection_the_server_just_closed():
         for n in range(10):
             assert get_with_retries(client, url).status_code == 200
             time.sleep(0.28 + 0.005 * n)
+
+
+# --- Redis round trips off the event loop ----------------------------------------------
+
+
+def test_decisions_on_a_shared_ledger_run_off_the_event_loop(tmp_path: Path):
+    from backbeat.serving.ledger import MemoryLedger
+    from backbeat.serving.server import AdServer
+
+    class SocketLedger(MemoryLedger):
+        blocking = True  # as RedisLedger: a decision does socket I/O
+
+    def server_for(ledger: MemoryLedger) -> tuple[AdServer, list[str]]:
+        server = AdServer(
+            session_factory=None,  # type: ignore[arg-type]
+            ledger=ledger,
+            signer=UrlSigner(b"k" * 32, "http://t"),
+            clock=time.time,
+            tracking_ttl_seconds=60,
+        )
+        threads: list[str] = []
+
+        def decide(request, pod=None):  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            return []
+
+        server.decide = decide  # type: ignore[method-assign]
+        return server, threads
+
+    async def main() -> tuple[list[str], list[str], str]:
+        shared, off = server_for(SocketLedger())
+        local, inline = server_for(MemoryLedger())
+        await shared.decide_async(None)  # type: ignore[arg-type]
+        await local.decide_async(None)  # type: ignore[arg-type]
+        shared.close()
+        return off, inline, threading.current_thread().name
+
+    off, inline, loop_thread = asyncio.run(main())
+    assert off and off[0] != loop_thread and off[0].startswith("decide")
+    assert inline == [loop_thread]  # in memory: no I/O, no thread hop
