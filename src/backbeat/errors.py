@@ -1,6 +1,7 @@
 """The one error tree of Backbeat, mapped once to HTTP problems and CLI exit codes.
 
 BackbeatError (500)
+├── BadRequest (400)            a request that cannot be read at all (e.g. a malformed listener id)
 ├── InvalidInput (422)          bad values; ``reason`` is machine-readable
 │   └── InvalidTargeting
 ├── Unauthenticated (401)
@@ -42,6 +43,13 @@ class BackbeatError(Exception):
         if reason is not None:
             self.reason = reason  # type: ignore[misc]
         self.context = context
+
+
+class BadRequest(BackbeatError):
+    status = 400
+    title = "Bad request"
+    reason = "bad-request"
+    exit_code = 2
 
 
 class InvalidInput(BackbeatError):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backbeat.catalog.vocabulary import AuctionType, Tier
-from backbeat.errors import InvalidInput
+from backbeat.errors import BadRequest
 from backbeat.serving.auction import clearing_price
 from backbeat.serving.ledger import Ledger
 from backbeat.serving.pacing import PacingController
@@ -56,7 +56,7 @@ class Decision:
         return self.line_item is not None
 
 
-class InvalidListener(InvalidInput):
+class InvalidListener(BadRequest):
     """A listener id outside the safe alphabet: a ``400``, never signed into a URL."""
 
     status = 400
