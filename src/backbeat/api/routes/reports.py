@@ -13,6 +13,7 @@ from backbeat.api.deps import PrincipalDep, ServicesDep, SessionDep
 from backbeat.catalog.schemas import MoneyOut
 from backbeat.catalog.service import CAMPAIGNS, get_object
 from backbeat.errors import InvalidInput
+from backbeat.reporting.counting import CountingPolicy
 from backbeat.reporting.service import ReportRun, delivery_report, run_delivery_report
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -105,7 +106,9 @@ def run_delivery(
     """Recount the event log into the report tables now (admin); safe to repeat."""
     principal.require_admin()
     result: ReportRun = run_delivery_report(
-        session=session, event_log_dir=services.settings.resolved_event_log_dir
+        session=session,
+        event_log_dir=services.settings.resolved_event_log_dir,
+        policy=CountingPolicy(ttl_seconds=services.settings.tracking_ttl_seconds),
     )
     session.commit()
     return {field: getattr(result, field) for field in result.__slots__}
