@@ -99,7 +99,9 @@ def book(
     totals = np.array([supply[nodes].sum() for nodes in eligible])
     share = rng.uniform(0.2, 1.4, items)
     demand = totals * share
-    demand *= load * supply.sum() / max(demand.sum(), 1.0)
+    # Scaled to the supply some item can take (all of it but for narrow books).
+    reachable = supply[np.unique(np.concatenate(eligible))].sum()
+    demand *= load * reachable / max(demand.sum(), 1.0)
     return eligible, np.floor(demand)
 
 
@@ -140,7 +142,7 @@ def quality(args: argparse.Namespace, load: float, qp: bool) -> None:
         f"line items, {raw_nodes:,} supply nodes "
         f"({len(supply):,} after merging identical eligibility) from "
         f"{args.opportunities:,} sampled requests ({supply.sum():,.0f} impressions), "
-        f"{graph.edge_node.size:,} edges, demand {demand.sum() / supply.sum():.0%} of supply"
+        f"{graph.edge_node.size:,} edges, demand {load:.0%} of the supply they target"
     )
     rows = []
     hwm, seconds, peak = measure(lambda: hwm_allocate(supply, eligible, demand))
@@ -170,7 +172,7 @@ def quality(args: argparse.Namespace, load: float, qp: bool) -> None:
         remap[used] = np.arange(used.size)
         sub_supply = supply[used]
         sub_eligible = [remap[nodes] for nodes in sub_eligible]
-        sub_demand = demand[keep] * 0.5  # scaled so the sub-book is comfortably feasible
+        sub_demand = demand[keep] * 0.8  # contended, mostly feasible
         sub_graph = Graph.build(sub_supply, sub_eligible, sub_demand)
         sub, shale_seconds, _ = measure(
             lambda: shale_allocate(sub_supply, sub_eligible, sub_demand, passes=30)
@@ -236,6 +238,42 @@ def speed(args: argparse.Namespace) -> None:
     print(f"plan total (build + SHALE): {build_seconds + seconds:.1f}s (goal: < 60 s)")
 
 
+def planner(args: argparse.Namespace) -> None:
+    """The real planner (``backbeat plan``) over the forecaster of ``bench_forecast.py``."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from backbeat.forecast.allocation.planner import plan_problem, solve_plan
+    from backbeat.forecast.service import Forecaster
+    from backbeat.forecast.synthetic import synthetic_table
+    from bench_forecast import book as forecast_book
+
+    rng = np.random.default_rng(7)
+    now = float(int(1_790_000_000 // 3600) * 3600 + 1234)
+    table = synthetic_table(args.opportunities, days=28, end=now,
+                            listeners=max(args.opportunities // 8, 10), seed=7)  # fmt: skip
+    items = forecast_book(rng, args.scale_items, now)
+    started = time.perf_counter()
+    forecaster = Forecaster.from_table(table, items, now=now, max_rows=args.opportunities, seed=7)
+    built = time.perf_counter() - started
+    problem, problem_seconds, problem_peak = measure(lambda: plan_problem(forecaster))
+    edges = sum(nodes.size for nodes in problem.eligible)
+    print(
+        f"\n== planner (backbeat plan): {len(problem.items)} reserving line items, sample "
+        f"{forecaster.sample.size:,} rows (forecaster built in {built:.0f}s); graph "
+        f"{problem.supply.size:,} nodes (atom × week), {edges:,} edges in {problem_seconds:.1f}s, "
+        f"peak {problem_peak:.0f} MiB"
+    )
+    for algorithm in ("hwm", "shale"):
+        (_, allocated), seconds, peak = measure(lambda a=algorithm: solve_plan(problem, a))
+        print(
+            f"{algorithm:5} {seconds:6.1f}s  peak {peak:5.0f} MiB  delivered "
+            f"{allocated.sum():,.0f} of {problem.demand.sum():,.0f}; plan total "
+            f"{problem_seconds + seconds:.1f}s (goal: < 60 s)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=300)
@@ -250,6 +288,7 @@ def main() -> None:
     parser.add_argument("--scale-items", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--planner", action="store_true", help="also time the real planner")
     parser.add_argument("--narrow", action="store_true", help="a contended book (see book())")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
@@ -257,6 +296,8 @@ def main() -> None:
         quality(args, load, qp=position == len(args.loads) - 1)
     if not args.skip_speed:
         speed(args)
+    if args.planner:
+        planner(args)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,8 @@ def merge_identical(
     _, first, inverse = np.unique(signature[used], axis=0, return_index=True, return_inverse=True)
     node_map = np.full(supply.size, -1, dtype=np.int64)
     node_map[used] = inverse.reshape(-1)
-    merged_supply = np.bincount(node_map[used], weights=supply[used], minlength=first.size)
+    merged_supply = np.bincount(node_map[used], weights=supply[used], minlength=first.size).astype(
+        np.float64
+    )
     merged = [np.unique(node_map[np.asarray(nodes, dtype=np.int64)]) for nodes in eligible]
     return merged_supply, merged, node_map

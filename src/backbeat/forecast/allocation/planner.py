@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from backbeat.forecast.allocation.graph import merge_identical
 from backbeat.forecast.allocation.hwm import hwm_allocate
 from backbeat.forecast.allocation.shale import shale_allocate
 from backbeat.forecast.traffic_curve import CurveTally
@@ -47,31 +48,47 @@ class PlanProblem:
 
 
 def _atoms(
-    forecaster: Forecaster, masks: list[np.ndarray]
+    forecaster: Forecaster, masks: list[np.ndarray], rows: np.ndarray, scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows alike for every item's targeting, in one stratum and phase: (of_row, stratum, phase, weight)."""
     sample, projection = forecaster.sample, forecaster.projection
     rng = np.random.default_rng(0)
-    signature = np.zeros(sample.size, dtype=np.uint64)
+    signature = np.zeros(rows.size, dtype=np.uint64)
     for mask, key in zip(
         masks,
         rng.integers(1, 2**63, size=len(masks), dtype=np.int64).astype(np.uint64),
         strict=True,
     ):
         signature[mask] ^= key
-    phase = projection.phase(sample.how).astype(np.int64)
-    key = np.stack((signature.view(np.int64), sample.stratum.astype(np.int64), phase), axis=1)
+    phase = projection.phase(sample.how[rows]).astype(np.int64)
+    stratum = sample.stratum[rows].astype(np.int64)
+    key = np.stack((signature.view(np.int64), stratum, phase), axis=1)
     _, first, of_row = np.unique(key, axis=0, return_index=True, return_inverse=True)
     of_row = of_row.reshape(-1)
-    weight = np.bincount(of_row, weights=sample.weight, minlength=first.size)
-    return of_row, sample.stratum[first].astype(np.int64), phase[first], weight
+    weight = np.bincount(of_row, weights=sample.weight[rows] * scale, minlength=first.size)
+    return of_row, stratum[first], phase[first], weight
 
 
-def plan_problem(forecaster: Forecaster) -> PlanProblem:
-    booked, projection = forecaster.booked, forecaster.projection
+def plan_problem(forecaster: Forecaster, *, rows: int = 20_000, seed: int = 0) -> PlanProblem:
+    """The graph over the sample, or over a random ``rows`` of it (weights scaled to the whole).
+
+    Like the forecaster's own booked allocation, a large sample is subsampled: the graph's
+    edges grow with rows × weeks × items, and a plan's per-item numbers need far fewer
+    rows than a forecast of a narrow targeting. Nodes of identical eligibility are then
+    merged (exact; ``graph.merge_identical``).
+    """
+    booked, projection, sample = forecaster.booked, forecaster.projection, forecaster.sample
     items, demand = list(booked.items), np.asarray(booked.need, dtype=np.float64)
-    masks = [np.asarray(forecaster.sample.matcher.match(item.targeting)) for item in items]
-    of_row, atom_stratum, atom_phase, atom_weight = _atoms(forecaster, masks)
+    if not items or sample.size == 0:
+        return PlanProblem(items, np.zeros(0), [np.zeros(0, np.int64) for _ in items], demand,
+                           np.arange(len(items), dtype=np.int64))  # fmt: skip
+    picked = np.arange(sample.size)
+    if sample.size > rows:
+        picked = np.sort(np.random.default_rng(seed).choice(sample.size, rows, replace=False))
+    kept = float(sample.weight[picked].sum())
+    scale = float(sample.weight.sum()) / kept if kept > 0 else 1.0
+    masks = [np.asarray(sample.matcher.match(item.targeting))[picked] for item in items]
+    of_row, atom_stratum, atom_phase, atom_weight = _atoms(forecaster, masks, picked, scale)
     count, cycles, period = atom_weight.size, projection.cycles, projection.period
     hours_total = projection.hours
     unit = projection.scale * projection.window(projection.now, projection.end)[None, :]
@@ -97,7 +114,7 @@ def plan_problem(forecaster: Forecaster) -> PlanProblem:
     remap = np.full(supply.size, -1, dtype=np.int64)
     remap[used] = np.arange(used.size)
     eligible = [remap[nodes] for nodes in eligible]
-    supply = supply[used]
+    supply, eligible, _ = merge_identical(supply[used], eligible)
     totals = np.array([float(supply[nodes].sum()) for nodes in eligible])
     tiers = np.array([item.tier_rank for item in items], dtype=np.int64)
     order = np.lexsort((np.arange(len(items)), totals, tiers)) if items else np.zeros(0, np.int64)
