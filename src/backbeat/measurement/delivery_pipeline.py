@@ -5,8 +5,11 @@ The same conventions as the download pipeline (``measurement/downloads``): DoFns
 :class:`~backbeat.measurement.downloads.outputs.WriteStagedFn` (one sink, so the Dask
 runner computes every output) and read back by the caller, which commits them.
 
-Input: ``(position, payload)`` pairs and, as a side input, the copy already counted for
-each (decision, event type) the new records mention. Output: count and spend deltas per
+Input: batches of ``(position, payload)`` pairs and, as a side input, the copy already
+counted for each (decision, event type) the new records mention. Each batch is folded into
+per-bucket accumulators (earliest copy and number of copies per key), so the shuffle
+carries accumulators rather than rows, as the download pipeline carries Arrow batches.
+Output: count and spend deltas per
 (line item, UTC hour, event type) — a copy counted before and now superseded by an earlier
 copy moves to the earlier copy's hour, so the totals equal "the earliest copy counts"
 however the log was split into runs — plus the new de-duplication state, tracker

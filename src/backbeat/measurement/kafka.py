@@ -80,7 +80,7 @@ class KafkaPublisher:
                     key=key if key is not None else decision_key(payload),
                     on_delivery=_delivered,
                 )
-        except (BufferError, Exception) as error:  # noqa: BLE001 - the local log has the record
+        except Exception as error:  # noqa: BLE001 - queue full or closed: the local log has it
             PUBLISH_FAILED.inc()
             log.warning("kafka.publish_failed", error=str(error))
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, delete, or_, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -164,8 +165,6 @@ def commit_batch(
 
 def _decisions_of(records: Iterable[tuple[str, bytes]]) -> set[str]:
     """Decision ids the batch mentions, to fetch only their de-duplication state."""
-    import orjson
-
     decisions: set[str] = set()
     for _, payload in records:
         try:
