@@ -397,7 +397,10 @@ def test_servers_load_the_plan_and_reload_it_when_it_changes(tmp_path):
     assert controller.plan == {}
 
 
-def test_plan_command_writes_the_plan_from_database_and_log(tmp_path, runner, decision_log):
+@pytest.mark.parametrize("algorithm", ["shale", "hwm", "share"])
+def test_plan_command_writes_the_plan_from_database_and_log(
+    tmp_path, runner, decision_log, algorithm
+):
     from sqlalchemy.orm import Session
 
     from backbeat.catalog.models import Advertiser, Campaign, Creative, LineItem
@@ -420,13 +423,21 @@ def test_plan_command_writes_the_plan_from_database_and_log(tmp_path, runner, de
                              media_url="https://cdn.example.com/a.mp3", mime_type="audio/mpeg", duration_ms=30_000))  # fmt: skip
     engine.dispose()
     at = datetime.fromtimestamp(T0, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    result = runner.invoke(plan_command, ["--at", at], obj=config, catch_exceptions=False)
+    result = runner.invoke(
+        plan_command, ["--at", at, "--algorithm", algorithm], obj=config, catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     written = orjson.loads((tmp_path / "var" / "allocation-plan.json").read_bytes())
     assert set(written["line_items"]) == {"1"}
     assert 0.1 < written["line_items"]["1"]["share"] < 0.3  # 500 of about 2700 US requests a day
-    assert written["algorithm"] == "shale" and written["line_items"]["1"]["rank"] == 0
-    assert written["line_items"]["1"]["theta"] == pytest.approx(written["line_items"]["1"]["share"], rel=0.01)
+    entry = written["line_items"]["1"]
+    assert written["algorithm"] == algorithm
+    if algorithm == "shale":  # alone, SHALE's share of every node is θ = goal / supply
+        assert entry["rank"] == 0 and entry["theta"] == pytest.approx(entry["share"], rel=0.01)
+    elif algorithm == "hwm":  # alone, HWM's α is the share of its supply it needs
+        assert entry["rank"] == 0 and entry["alpha"] == pytest.approx(entry["share"], rel=0.01)
+    else:
+        assert "alpha" not in entry
     assert "planned 1 line items" in result.output
 
 
