@@ -135,3 +135,48 @@ def test_plan_file_round_trips_hwm_and_shale_entries(tmp_path) -> None:
         )
         write_plan(plan, tmp_path / "plan.json")
         assert read_plan(tmp_path / "plan.json") == plan
+
+
+def test_servers_deliver_what_the_shale_plan_allocated() -> None:
+    """End to end: solve SHALE offline, load its numbers, serve requests drawn from the nodes."""
+    import numpy as np
+
+    from backbeat.forecast.allocation.shale import shale_allocate
+
+    countries = ["US", "GB", "DE"]
+    supply = np.array([5000.0, 3000.0, 2000.0])  # requests per node
+    targets = [["US"], ["US", "GB"], ["GB", "DE"], ["US", "DE"]]
+    demand = np.array([2500.0, 2600.0, 2200.0, 1800.0])
+    eligible = [np.array([countries.index(c) for c in t]) for t in targets]
+    shale = shale_allocate(supply, eligible, demand)
+    book = [_with_targeting(item(n + 1), {"countries": t}) for n, t in enumerate(targets)]
+    book.append(item(9, tier=Tier.NON_GUARANTEED, cpm=5.0))
+    rank = {int(j): r for r, j in enumerate(shale.order)}
+    plan = {
+        n + 1: PlanEntry(
+            0.5, 1, rank=rank[n], alpha=float(shale.alpha[n]), theta=float(shale.theta[n]),
+            weight=float(shale.weight[n]), dual=float(shale.dual[n]),
+        )
+        for n in range(len(targets))
+    }  # fmt: skip
+    snapshot = Snapshot.of(1, book, [SLOT])
+    decider = Decider(MemoryLedger(), PacingController(plan=plan), seed=3, drive_pacing=False)
+    rng = random.Random(5)
+    requests = 20_000
+    won = [0] * len(targets)
+    for n in range(requests):
+        country = rng.choices(countries, weights=supply.tolist())[0]
+        decision = decider.decide(
+            snapshot, SLOT, AdRequest(slot_id=1, listener=f"l{n}", country=country), T0 + 1
+        )
+        assert decision.line_item is not None
+        if decision.line_item.id <= len(targets):
+            won[decision.line_item.id - 1] += 1
+    expected = shale.allocated / supply.sum()
+    assert [w / requests for w in won] == pytest.approx(expected.tolist(), abs=0.012)
+
+
+def _with_targeting(line: ServableLineItem, targeting: dict[str, Any]) -> ServableLineItem:
+    from dataclasses import replace
+
+    return replace(line, targeting=targeting)
