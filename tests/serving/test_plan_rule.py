@@ -180,3 +180,21 @@ def _with_targeting(line: ServableLineItem, targeting: dict[str, Any]) -> Servab
     from dataclasses import replace
 
     return replace(line, targeting=targeting)
+
+
+def test_a_bad_plan_is_refused_before_it_replaces_a_good_one(tmp_path) -> None:
+    from backbeat.errors import InvalidInput
+
+    good = AllocationPlan(generated_at=T0, entries={1: PlanEntry(0.4, 10, rank=0, alpha=0.4)},
+                          algorithm="hwm")  # fmt: skip
+    path = tmp_path / "plan.json"
+    write_plan(good, path)
+    for entry in (
+        PlanEntry(0.4, 10, rank=0, alpha=float("nan")),
+        PlanEntry(0.4, 10, rank=0, alpha=1.5),  # an HWM share above 1
+        PlanEntry(1.2, 10, rank=0, alpha=0.4),
+    ):
+        bad = AllocationPlan(generated_at=T0, entries={1: entry}, algorithm="hwm")
+        with pytest.raises(InvalidInput):
+            write_plan(bad, path)
+        assert read_plan(path) == good

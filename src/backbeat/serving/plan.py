@@ -169,7 +169,12 @@ def _entry(key: str, value: Mapping[str, Any], algorithm: str) -> PlanEntry:
 
 
 def write_plan(plan: AllocationPlan, path: Path) -> None:
-    """Replace the plan file atomically: servers polling it see the old plan or the new one."""
+    """Replace the plan file atomically: servers polling it see the old plan or the new one.
+
+    The plan is checked as servers will read it first (``InvalidInput`` on a NaN, a share
+    outside [0, 1]…), so a bad computation fails the run instead of replacing a good plan.
+    """
+    AllocationPlan.from_json(plan.to_json())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

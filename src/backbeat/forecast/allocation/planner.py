@@ -15,6 +15,7 @@ The plan written for servers (``serving.plan``) carries per line item its rank, 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from backbeat.forecast.allocation.graph import merge_identical
 from backbeat.forecast.allocation.hwm import hwm_allocate
 from backbeat.forecast.allocation.shale import shale_allocate
 from backbeat.forecast.traffic_curve import CurveTally
+from backbeat.observability import log
 from backbeat.serving.pacing import PlanEntry
 from backbeat.serving.plan import AllocationPlan
 from backbeat.serving.snapshot import ServableLineItem
@@ -173,7 +175,19 @@ def plan_from_forecaster(
     min_curve_samples: int = 1000,
 ) -> AllocationPlan:
     """The plan servers load, with the traffic curve learned from the same sample."""
-    entries, _ = solve_plan(plan_problem(forecaster), algorithm)
+    started = time.perf_counter()
+    problem = plan_problem(forecaster)
+    entries, allocated = solve_plan(problem, algorithm)
+    log.info(
+        "allocation plan computed",
+        algorithm=algorithm,
+        line_items=len(problem.items),
+        nodes=int(problem.supply.size),
+        edges=int(sum(nodes.size for nodes in problem.eligible)),
+        demand=float(problem.demand.sum()),
+        allocated=float(allocated.sum()),
+        seconds=round(time.perf_counter() - started, 3),
+    )
     sample = forecaster.sample
     ts = np.asarray(sample.table.ts, dtype=np.float64)
     tally = CurveTally()
