@@ -349,3 +349,29 @@ def test_the_beam_runner_and_the_in_process_path_count_alike(
     )
     assert sorted(on_beam.rejected) == sorted(in_process.rejected)
     assert on_beam.bad == in_process.bad == [("bad", "malformed-json", "[1, 2")]
+
+
+def test_two_runs_at_once_never_count_a_record_twice(factory, tmp_path: Path) -> None:
+    import threading
+
+    events = traffic(random.Random(8), 150)
+    append(tmp_path, [e.to_bytes() for e in events])
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def one_run() -> None:
+        start.wait()
+        try:
+            run(factory, tmp_path, batch_records=15)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with factory() as session:
+        assert table(session) == reference(events)
+        assert counting.state_of(session, "eventlog").events_read == len(events)

@@ -69,30 +69,37 @@ class BatchOutcome:
 
 
 def state_of(session: Session, consumer: str) -> CountingState:
-    """The consumer's row, created (unflushed) on first use; locked on PostgreSQL.
+    """The consumer's row, created on first use and locked until the transaction ends.
 
-    The row lock serialises concurrent runs of one consumer, so two runs never commit
-    the same records twice.
+    The lock serialises concurrent runs of one consumer (a row lock on PostgreSQL; the
+    database write lock on SQLite, taken by the insert), so two runs never commit the
+    same records twice; a run checks the positions it started from before each batch.
     """
-    state = session.execute(
-        select(CountingState).where(CountingState.consumer == consumer).with_for_update()
-    ).scalar_one_or_none()
-    if state is None:
-        state = CountingState(
-            consumer=consumer,
-            positions=Checkpoint().to_json().decode(),
-            events_read=0,
-            duplicates=0,
-            rejected=0,
-            bad_records=0,
-            torn_tails=0,
-            damaged_bytes=0,
-            watermark=0.0,
-            runs=0,
-        )
-        session.add(state)
-        session.flush()
-    return state
+    _upsert(
+        session,
+        CountingState.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "consumer": consumer,
+                "positions": Checkpoint().to_json().decode(),
+                "events_read": 0,
+                "duplicates": 0,
+                "rejected": 0,
+                "bad_records": 0,
+                "torn_tails": 0,
+                "damaged_bytes": 0,
+                "watermark": 0.0,
+                "runs": 0,
+            }
+        ],
+        ("consumer",),
+    )
+    return session.execute(
+        select(CountingState)
+        .where(CountingState.consumer == consumer)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
 
 
 def positions_of(state: CountingState) -> dict[str, int]:

@@ -81,6 +81,7 @@ def count_from_kafka(
     if full:
         reset_counts(session, consumer_name)
     positions = positions_of(state_of(session, consumer_name))
+    committed = dict(positions)
     consumer = Consumer(
         {
             "bootstrap.servers": source.bootstrap,
@@ -128,6 +129,9 @@ def count_from_kafka(
                 records.append((f"{key}@{offset}", message.value() or b""))
                 positions[key] = offset + 1
             if records:
+                if positions_of(state_of(session, consumer_name)) != committed:
+                    log.info("delivery.concurrent_run", consumer=consumer_name)
+                    break  # another consumer committed these offsets first
                 outcome = commit_batch(
                     session,
                     consumer=consumer_name,
@@ -137,6 +141,7 @@ def count_from_kafka(
                 )
                 if commit is not None:
                     commit()
+                committed = dict(positions)
                 batches += 1
                 new_records += len(records)
                 bad_records += outcome.bad_records

@@ -102,11 +102,15 @@ def count_event_log(
         raise InvalidInput("batch_records must be positive", reason="invalid-batch-size")
     if full:
         reset_counts(session, EVENTLOG_CONSUMER)
-    state = state_of(session, EVENTLOG_CONSUMER)
-    reader = EventLogReader(event_log_dir, start=Checkpoint(positions_of(state)))
+    expected = positions_of(state_of(session, EVENTLOG_CONSUMER))
+    reader = EventLogReader(event_log_dir, start=Checkpoint(expected))
     records = reader.records()
     seen_damage = torn_before = batches = new_records = bad_records = damaged = 0
     while True:
+        # Locks the state; another run that committed since our last batch owns the rest.
+        if positions_of(state_of(session, EVENTLOG_CONSUMER)) != expected:
+            log.info("delivery.concurrent_run", consumer=EVENTLOG_CONSUMER)
+            break
         batch = [(f"{r.segment}@{r.offset}", r.payload) for r in islice(records, batch_records)]
         damage = reader.damage[seen_damage:]
         seen_damage += len(damage)
@@ -128,6 +132,7 @@ def count_event_log(
         damaged += sum(region.length for region in damage)
         if commit is not None:
             commit()
+        expected = dict(reader.checkpoint.offsets)
         if len(batch) < batch_records:
             break
     return DeliveryRun(
