@@ -42,7 +42,6 @@ def simulated_book(seed: int, items: int, load: float):
     return supply, eligible, demand
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "load"), [(1, 0.8), (2, 1.0), (3, 1.3)])
 def test_shale_delivers_within_one_percent_of_the_optimum(seed: int, load: float) -> None:
     supply, eligible, demand = simulated_book(seed, 40, load)
