@@ -11,6 +11,7 @@ import pytest
 from backbeat.errors import InvalidInput
 from backbeat.eventlog import EventLogReader
 from backbeat.events import Event, EventType
+from backbeat.forecast.allocation.share import read_opportunities
 from backbeat.forecast.history import read_history
 from backbeat.serving.request import listening_app
 from backbeat.simulation import ResponseModel, TrafficConfig, simulate_traffic
@@ -21,11 +22,6 @@ from backbeat.simulation.records import (
     history_records,
     write_history,
 )
-
-try:  # the plan's reader moved from serving into forecast
-    from backbeat.forecast.allocation.share import read_opportunities
-except ImportError:  # pragma: no cover
-    from backbeat.serving.allocation import read_opportunities
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -449,28 +449,12 @@ def serve_week(
 # -- the run -----------------------------------------------------------------------------
 
 
-def _plan(forecaster: Any, history: Path, items: list[ServableLineItem], now: float) -> Any:
+def _plan(forecaster: Any) -> Any:
     """The allocation plan servers would load: SHALE from the forecaster, as ``backbeat plan``
-    writes it (the share-of-supply plan where the planner is not available)."""
-    try:
-        from backbeat.forecast.allocation.planner import plan_from_forecaster
-    except ImportError:
-        pass
-    else:
-        return plan_from_forecaster(forecaster, algorithm="shale")
-    try:
-        from backbeat.forecast.allocation.share import compute_plan, read_opportunities
-    except ImportError:  # before the plan moved from serving into forecast
-        from backbeat.serving.allocation import (  # type: ignore[no-redef]
-            compute_plan,
-            read_opportunities,
-        )
-    return compute_plan(
-        line_items=items,
-        opportunities=read_opportunities(history, since=now - WEEK, until=now),
-        delivered={},
-        now=now,
-    )
+    writes it."""
+    from backbeat.forecast.allocation.planner import plan_from_forecaster
+
+    return plan_from_forecaster(forecaster, algorithm="shale")
 
 
 def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> BacktestReport:
@@ -544,7 +528,7 @@ def run_backtest(config: BacktestConfig, *, workdir: Path | None = None) -> Back
             week,
             items,
             combinations,
-            plan=_plan(with_book, log_dir, items, target),
+            plan=_plan(with_book),
             seed=config.seed,
         )
         seconds["serve"] = time.perf_counter() - clock
