@@ -16,7 +16,7 @@ from backbeat.eventlog import EventLogReader, EventLogWriter
 from backbeat.events import Event, EventType
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.request import AdRequest, PodRequest
-from backbeat.serving.server import AdServer
+from backbeat.serving.server import AdServer, listener_kept
 from backbeat.serving.snapshot import CapRule, ServableLineItem, Snapshot
 from backbeat.signing import UrlSigner
 from factories import book_servable
@@ -145,3 +145,36 @@ def test_vast_requests_are_logged_through_the_app(tmp_path):
     assert [event.reason for event in events] == [None, "no-targeting-match"] * 3
     assert [event.listener for event in events] == [f"l{n}" for n in range(6)]
     assert vast_opportunities(tmp_path / "none", 0.0, 6) == []
+
+
+def test_the_log_keeps_listeners_whole_by_a_salted_hash(tmp_path):
+    """Every request of a kept listener is logged, none of a dropped one; the choice is the
+    same on every server (any seed) and a share ``sample`` of listeners is kept."""
+    rate, listeners = 0.2, 1500
+    kept = {f"l{n}" for n in range(listeners) if listener_kept(f"l{n}", rate)}
+    assert abs(len(kept) - rate * listeners) <= 5 * math.sqrt(listeners * rate * (1 - rate))
+    for seed in (1, 2):
+        server, writer = ad_server(tmp_path / str(seed), [line_item(1)], sample=rate, seed=seed)
+        for _repeat in range(3):
+            for n in range(listeners):
+                server.decide(AdRequest(slot_id=1, listener=f"l{n}"))
+        writer.flush()
+        logged = opportunities(tmp_path / str(seed) / "events")
+        by_listener: dict[str, int] = {}
+        for event in logged:
+            by_listener[event.listener] = by_listener.get(event.listener, 0) + 1
+        assert set(by_listener) == kept
+        assert set(by_listener.values()) == {3}
+        assert {(e.attrs["sample"], e.attrs["sample_by"]) for e in logged} == {(rate, "listener")}
+        writer.close()
+
+
+def test_anonymous_requests_are_sampled_by_chance(tmp_path):
+    server, writer = ad_server(tmp_path, [line_item(1)], sample=0.3, seed=9)
+    for _ in range(2000):
+        server.decide(AdRequest(slot_id=1, listener=""))
+    writer.flush()
+    logged = opportunities(tmp_path / "events")
+    assert abs(len(logged) - 600) <= 5 * math.sqrt(2000 * 0.3 * 0.7)
+    assert all("sample_by" not in event.attrs for event in logged)
+    writer.close()

@@ -74,6 +74,14 @@ class OpportunityTable:
     segment_vocab: Vocabulary
     decision_ids: list[str] = field(repr=False, default_factory=list)
     outcomes: dict[str, np.ndarray] = field(default_factory=dict)  # per row: 0/1 per kind
+    # Per row: the log kept it by a hash of its listener (all or none of a listener's
+    # requests, ``sample_by: listener``) rather than by chance per request. None: all False.
+    by_listener: np.ndarray | None = None
+
+    def listener_sampled(self) -> np.ndarray:
+        if self.by_listener is None:
+            return np.zeros(self.size, dtype=bool)
+        return self.by_listener
 
     @property
     def size(self) -> int:
@@ -102,6 +110,7 @@ class OpportunityTable:
             segment_codes=codes,
             segment_vocab=self.segment_vocab,
             outcomes={key: column[rows] for key, column in self.outcomes.items()},
+            by_listener=None if self.by_listener is None else self.by_listener[rows],
         )
 
     def attributes(self, row: int) -> dict[str, Any]:
@@ -121,6 +130,7 @@ class TableBuilder:
     def __init__(self) -> None:
         self.ts: list[float] = []
         self.rate: list[float] = []
+        self.by_listener: list[bool] = []
         self.listener: list[int] = []
         self.listener_vocab = Vocabulary()
         self.vocab = {key: Vocabulary() for key in SINGLE_KEYS}
@@ -144,6 +154,7 @@ class TableBuilder:
             rate = 1.0
         self.ts.append(float(ts))
         self.rate.append(rate)
+        self.by_listener.append(attrs.get("sample_by") == "listener" and bool(listener))
         self.listener.append(self.listener_vocab.code(listener or ""))
         self.decision_ids.append(decision_id)
         values = dict(attrs)
@@ -179,6 +190,7 @@ class TableBuilder:
             segment_codes=np.asarray(self.segment_codes, dtype=np.int32),
             segment_vocab=self.segment_vocab,
             decision_ids=self.decision_ids,
+            by_listener=np.asarray(self.by_listener, dtype=bool),
         )
 
 

@@ -33,7 +33,8 @@ class RowSet:
     listener: np.ndarray  # int32 listener code (dense over the set's listeners for a subset)
     listener_keep: np.ndarray  # float64 keep probability per listener code
     ts: np.ndarray
-    rate: np.ndarray  # decision-log sampling rate per row
+    rate: np.ndarray  # decision-log thinning within a listener (1 if sampled by listener)
+    # ``listener_keep`` folds in the log's rate when it sampled by listener hash.
     figures: np.ndarray  # (n, 4) float64, see the column constants
     remaining: dict[int, np.ndarray]  # tier rank -> (cycles, n) float32 weight x share left
     booked_rows: np.ndarray  # positions of the allocation subsample's rows in this set
@@ -59,6 +60,13 @@ def make_rowset(
     pick = slice(None) if rows is None else rows
     weight = sample.weight[pick] / thinning
     keep = sample.keep[pick] * thinning
+    # A log sampled by listener hash keeps a listener whole with probability ``rate``
+    # (independent of the sample's own hash): it multiplies the listener's keep
+    # probability, and the row is not thinned within the listener. Sampled per request,
+    # the rate thins each listener's rows instead (distinct listeners cannot be scaled).
+    by_listener = table.listener_sampled()
+    keep = np.where(by_listener, keep * table.rate, keep)
+    row_rate = np.where(by_listener, 1.0, table.rate)
     if rows is None:
         listener = table.listener
         listener_keep = np.ones(len(table.listeners))
@@ -103,7 +111,7 @@ def make_rowset(
         listener=listener,
         listener_keep=listener_keep,
         ts=table.ts,
-        rate=table.rate,
+        rate=row_rate,
         figures=figures,
         remaining=remaining,
         booked_rows=positions,

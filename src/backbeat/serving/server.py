@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import random
 import threading
 import time
@@ -44,6 +45,18 @@ DEFAULT_DECISION_LOG_SAMPLE = 0.1
 SETTLE_SECONDS = 0.2
 MAX_DELAY_POLLS = 5
 HOUSEKEEPING_SECONDS = 5.0
+# The decision log keeps listeners whole: a request is logged when a salted hash of its
+# listener falls below the rate, the same on every server and process, so the log holds all
+# requests of a tenth of listeners and distinct listeners scale exactly by 1 / sample. The
+# salt keeps this choice independent of the forecaster's own listener-hash sample.
+DECISION_LOG_SALT = b"backbeat-decision-log:"
+_HASH_SPAN = float(1 << 64)
+
+
+def listener_kept(listener: str, sample: float) -> bool:
+    """Whether the decision log keeps ``listener`` at rate ``sample`` (salted BLAKE2b)."""
+    digest = hashlib.blake2b(DECISION_LOG_SALT + listener.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / _HASH_SPAN < sample
 
 
 def template_of(item: Any, creative: Any) -> AdTemplate:
@@ -247,11 +260,19 @@ class AdServer:
                     self._fill_log(self._fill_record(decision))
                 except Exception:  # the event log is closing or full: still answer
                     log.warning("fill record not logged", decision_id=decision.id)
-        if self._decision_log is not None and (
-            self._sample >= 1.0 or self._sampler.random() < self._sample
-        ):
+        if self._decision_log is not None and self._logged(request.listener):
             self._log_opportunity(snapshot, request, decisions, now)
         return decisions
+
+    def _logged(self, listener: str | None) -> bool:
+        """Sample by listener hash; an anonymous request (no listener id) by chance."""
+        if self._sample >= 1.0:
+            return True
+        if self._sample <= 0.0:
+            return False
+        if listener:
+            return listener_kept(listener, self._sample)
+        return self._sampler.random() < self._sample
 
     @staticmethod
     def _fill_record(decision: Decision) -> bytes:
@@ -294,6 +315,7 @@ class AdServer:
                 "catalog_version": snapshot.version,
                 "winners": [decision.line_item.id for decision in decisions if decision.line_item],
                 "sample": self._sample,
+                **({"sample_by": "listener"} if request.listener else {}),
             },
         )
         assert self._decision_log is not None

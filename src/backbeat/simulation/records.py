@@ -123,6 +123,7 @@ def history_records(
     sample: float = 1.0,
     app_of: AppOf | None = None,
     catalog_version: int = 0,
+    sample_by: str = "request",
 ) -> Iterator[bytes]:
     """Every record of the history in time order of the opportunities (outcomes follow theirs).
 
@@ -183,7 +184,14 @@ def history_records(
     }
     episode_attrs: dict[tuple[int, int], bytes] = {}
     decision_tail = _json(
-        {"targeted": 0, "catalog_version": catalog_version, "winners": [], "sample": sample}
+        {
+            "targeted": 0,
+            "catalog_version": catalog_version,
+            "winners": [],
+            "sample": sample,
+            # Like the ad server: a listener-hash sample says so (reach scales by 1 / sample).
+            **({"sample_by": "listener"} if sample_by == "listener" else {}),
+        }
     )[1:]
     reasons = {True: b"null", False: _json(NO_FILL_REASON)}
     week = (traffic.ts // (7 * 86400)).astype(np.int64).tolist()
@@ -262,7 +270,9 @@ def write_history(
     with EventLogWriter(Path(directory), max_delay_s=0) as writer:
         pending: list[bytes] = []
         futures = []
-        for payload in history_records(traffic, outcomes, sample=sample, app_of=app_of):
+        for payload in history_records(
+            traffic, outcomes, sample=sample, app_of=app_of, sample_by=sample_by
+        ):
             pending.append(payload)
             if len(pending) >= batch:
                 futures.append(writer.append_many(pending))
