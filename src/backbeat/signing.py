@@ -94,6 +94,7 @@ class UrlSigner:
         root = hashlib.blake2b(key, digest_size=64, person=b"backbeat-track").digest()
         self._mac = hashlib.blake2b(key=root[:32], digest_size=SIGNATURE_BYTES)
         self._price_key = root[32:]
+        self._price_mac = hashlib.blake2b(key=self._price_key, digest_size=8)
         self._base = base_url.rstrip("/")
         if not _BASE_URL.fullmatch(self._base) or "]]>" in self._base:
             raise ValueError(f"public base URL {base_url!r} must be http(s) and printable ASCII")
@@ -101,8 +102,11 @@ class UrlSigner:
     # -- price ------------------------------------------------------------------------
 
     def _pad(self, decision_id: str) -> int:
-        digest = hashlib.blake2b(decision_id.encode(), key=self._price_key, digest_size=8).digest()
-        return int.from_bytes(digest, "big")
+        # Equal to ``blake2b(decision_id, key=price_key, digest_size=8)``: the keyed state is
+        # prepared once and copied, which skips the key block's compression per decision.
+        mac = self._price_mac.copy()
+        mac.update(decision_id.encode())
+        return int.from_bytes(mac.digest(), "big")
 
     def seal_price(self, decision_id: str, price_micros: int) -> str:
         """The price as 11 base64url characters, unreadable without the key."""
@@ -142,14 +146,18 @@ class UrlSigner:
             claims.listener,
             str(claims.expires_at),
         )
-        query = "&".join(
-            f"{name}={value}" for name, value in zip(SIGNED_FIELDS, values, strict=True)
+        query = (
+            f"?d={values[0]}&li={values[1]}&c={values[2]}&cr={values[3]}&s={values[4]}"
+            f"&p={values[5]}&cur={values[6]}&l={values[7]}&x={values[8]}&sig="
         )
         prefix = self._tagger(values)
         base = self._base
-        return {
-            event: f"{base}/t/{event}?{query}&sig={self._tag(prefix, event)}" for event in events
-        }
+        urls: dict[str, str] = {}
+        for event in events:  # ``_tag`` inlined: this loop runs eight times per filled ad
+            mac = prefix.copy()
+            mac.update(_event_suffix(event) if len(event) < 32 else _netstrings((event,)))
+            urls[event] = f"{base}/t/{event}{query}{_b64(mac.digest())}"
+        return urls
 
     def url(self, event: str, claims: TrackingClaims) -> str:
         return self.urls((event,), claims)[event]

@@ -379,3 +379,49 @@ def test_durations_are_vast_timecodes(milliseconds):
     assert ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1000 + int(
         millis
     ) == milliseconds
+
+
+_QUERY_KEYS = [
+    "slot", "listener", "country", "region", "device", "platform", "genre", "show", "episode",
+    "connection", "segments", "tz", "pod_max_ads", "cb", "ip", "user_agent",
+]  # fmt: skip
+_QUERY_VALUES = st.one_of(
+    st.sampled_from(
+        ["", "0", "1", "007", "2147483647", "2147483648", "-3", "1_0", " 5", "٣", "²", "US", "USA"]
+    ),
+    st.text(max_size=5),
+    st.text(min_size=60, max_size=70),
+    st.integers(0, 10**12).map(str),
+)
+
+
+@given(st.dictionaries(st.sampled_from(_QUERY_KEYS), _QUERY_VALUES, max_size=8))
+def test_the_plain_query_fast_path_agrees_with_the_model(params):
+    """``GET /vast``'s hand parser takes a query only when the model would give the same fields."""
+    from pydantic import ValidationError
+
+    from backbeat.api.hot_paths import SINGLE_AD, plain_vast_fields
+    from backbeat.api.routes.serving import VastQuery
+
+    fast = plain_vast_fields(params)
+    try:
+        query = VastQuery.model_validate(params)
+    except ValidationError:
+        assert fast is None  # the model rejects it: the fast path must leave it to the model
+        return
+    if fast is not None:
+        model = query.fields()
+        assert fast == {key: value for key, value in model.items() if key in fast}
+        assert all(value is None for key, value in model.items() if key not in fast)  # tz, pod
+        assert query.pod() == SINGLE_AD
+
+
+def test_a_typical_player_query_takes_the_fast_path_and_a_pod_does_not():
+    from backbeat.api.hot_paths import plain_vast_fields, query_params
+
+    fields = plain_vast_fields(query_params(b"slot=3&listener=l-9&country=se&device=Car&cb=1"))
+    assert fields is not None
+    assert (fields["slot"], fields["country"], fields["device"]) == (3, "se", "Car")
+    assert fields["segments"] == [""] and "cb" not in fields
+    assert plain_vast_fields(query_params(b"slot=3&pod_max_ads=2")) is None
+    assert plain_vast_fields(query_params(b"slot=3&tz=Europe/Paris")) is None

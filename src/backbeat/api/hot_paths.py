@@ -26,6 +26,7 @@ from backbeat.api.problems import (
 from backbeat.api.routes.serving import VastQuery, build_request, client_identity
 from backbeat.errors import BackbeatError
 from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, log
+from backbeat.serving.request import PodRequest
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -60,6 +61,57 @@ def query_params(raw: bytes) -> dict[str, str]:
             key, _, value = pair.partition("=")
             params[key] = value
     return params
+
+
+# ``GET /vast`` fields the fast path takes as plain strings, with ``VastQuery``'s length limits.
+_PLAIN_LIMITS = (
+    ("listener", 4096),
+    ("country", 2),
+    ("region", 6),
+    ("device", 64),
+    ("platform", 64),
+    ("genre", 64),
+    ("show", 64),
+    ("episode", 64),
+    ("connection", 64),
+    ("segments", 4096),
+)
+# Fields that need real validation (numbers, time zones): those requests take the model.
+_MODEL_ONLY = frozenset(
+    {"tz", "pod_max_ads", "pod_max_duration", "min_ad_duration", "max_ad_duration"}
+)
+_MAX_SLOT = 2**31 - 1
+SINGLE_AD = PodRequest()
+
+
+def plain_vast_fields(params: dict[str, str]) -> dict[str, Any] | None:
+    """``VastQuery.model_validate(params).fields()`` for the common request, or None.
+
+    A player's request is a slot number and a few short strings: this checks exactly what
+    the model would (digits in range, length limits) without its cost. Anything else —
+    a time zone, a pod, an over-long or non-numeric value — returns None, and the model
+    validates it (and words the error), so both paths accept and reject the same queries.
+    """
+    slot = params.get("slot")
+    if (
+        slot is None
+        or not 0 < len(slot) <= 10
+        or not slot.isascii()
+        or not slot.isdigit()
+        or not _MODEL_ONLY.isdisjoint(params)
+    ):
+        return None
+    number = int(slot)
+    if not 1 <= number <= _MAX_SLOT:
+        return None
+    fields: dict[str, Any] = {"slot": number}
+    for key, limit in _PLAIN_LIMITS:
+        value = params.get(key)
+        if value is not None and len(value) > limit:
+            return None
+        fields[key] = value
+    fields["segments"] = (fields["segments"] or "").split(",")
+    return fields
 
 
 def _peer(scope: Scope) -> str:
@@ -142,12 +194,18 @@ class HotPaths:
         return query_params(scope["query_string"])
 
     async def _vast(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        query = VastQuery.model_validate(self._params(scope))
+        params = self._params(scope)
+        fields = plain_vast_fields(params)
+        if fields is None:
+            query = VastQuery.model_validate(params)
+            fields, pod = query.fields(), query.pod()
+        else:
+            pod = SINGLE_AD
         services = self.app.state.services
         headers = _headers(scope)
         trusted = services.inserters.trusts(headers)  # device headers only from an SSAI key
-        ad_request = build_request(headers, _peer(scope), query.fields(), trusted=trusted)
-        decisions = await services.ad_server.decide_async(ad_request, query.pod())
+        ad_request = build_request(headers, _peer(scope), fields, trusted=trusted)
+        decisions = await services.ad_server.decide_async(ad_request, pod)
         return 200, VAST_HEADERS, services.ad_server.vast(decisions)
 
     async def _track(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -104,6 +104,7 @@ class TargetingIndex:
     exclude: dict[str, dict[Any, int]] = field(default_factory=dict)
     residual_bits: int = 0
     residuals: dict[int, Predicate] = field(default_factory=dict)
+    _keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, expressions: Iterable[Mapping[str, Any]]) -> TargetingIndex:
@@ -135,9 +136,15 @@ class TargetingIndex:
 
     @property
     def keys_in_use(self) -> frozenset[str]:
-        return (
-            frozenset(self.include) | frozenset(self.exclude) | ({"*"} if self.residuals else set())
-        )
+        """Attributes some expression tests (``*``: all of them); asked on every request, so
+        computed once (an index is not changed after ``build``)."""
+        if self._keys is None:
+            self._keys = (
+                frozenset(self.include)
+                | frozenset(self.exclude)
+                | ({"*"} if self.residuals else set())
+            )
+        return self._keys
 
     def candidates(self, attributes: Attributes) -> int:
         """Bitset of line items whose targeting admits the request."""
