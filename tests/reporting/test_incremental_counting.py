@@ -329,10 +329,10 @@ def test_spend_stays_exact(factory, tmp_path: Path) -> None:
 def test_the_beam_runner_and_the_in_process_path_count_alike(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from backbeat.measurement import delivery_pipeline
-    from backbeat.measurement.delivery_pipeline import count_deltas
+    from backbeat.measurement import delivery_deltas
+    from backbeat.measurement.delivery_deltas import count_deltas
 
-    monkeypatch.setattr(delivery_pipeline, "BATCH_RECORDS", 37)  # many batches, many buckets
+    monkeypatch.setattr(delivery_deltas, "BATCH_RECORDS", 37)  # many batches, many buckets
 
     events = traffic(random.Random(5), 60)
     records = [(str(n), e.to_bytes()) for n, e in enumerate(events)] + [("bad", b"[1, 2")]

@@ -16,8 +16,8 @@ import numpy as np
 
 from backbeat.promotion import features
 from backbeat.promotion.ids import format_id
+from backbeat.promotion.model import ConversionModel
 from backbeat.promotion.profiles import Profiles
-from backbeat.promotion.training import ConversionModel
 
 CHUNK_LISTENERS = 256
 Row = tuple[str, str, float]

@@ -38,6 +38,7 @@ from backbeat.promotion.metrics import (
     SCORED_ITEMS,
     SNAPSHOT_REFRESHES,
 )
+from backbeat.promotion.model import ConversionModel, load_model
 from backbeat.promotion.models import PromotionCampaign
 from backbeat.promotion.pacing import DualPacer
 from backbeat.promotion.profiles import Profiles, empty_profiles, load_profiles
@@ -45,7 +46,6 @@ from backbeat.promotion.registry import CHAMPION, Registry
 from backbeat.promotion.reporting import spend_to_date
 from backbeat.promotion.schemas import ScoreRequest
 from backbeat.promotion.store import Scores, ScoreStore
-from backbeat.promotion.training import ConversionModel, load_model
 from backbeat.promotion.vocabulary import ItemType, PriceModel, audience_of
 
 STORE_SURFACE = "home_feed"  # the batch job scores the default surface

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -26,11 +26,18 @@ from backbeat.promotion import features as feature_code
 from backbeat.promotion.dataset import read_columns
 from backbeat.promotion.evaluation import evaluate, rounded
 from backbeat.promotion.metrics import TRAINING_AUC
+from backbeat.promotion.model import (  # noqa: F401 - load_model re-exported for callers
+    FEATURES,
+    LIGHTGBM,
+    LOGISTIC,
+    ConversionModel,
+    LightGBMModel,
+    LogisticModel,
+    _linear_inputs,
+    load_model,
+)
 from backbeat.promotion.registry import CHALLENGER, CHAMPION, ModelVersion, Registry
 
-FEATURES = list(feature_code.FEATURES)
-LIGHTGBM = "lightgbm"
-LOGISTIC = "logistic"
 LOG_FEATURES = [
     name for name in FEATURES if name not in ("genre_share_28d", "surface")
 ]  # counts and days: log1p for the linear baseline
@@ -48,47 +55,6 @@ LIGHTGBM_PARAMS: dict[str, Any] = {
     "force_row_wise": True,
     "verbose": -1,
 }
-
-
-class ConversionModel(Protocol):
-    def predict(self, matrix: np.ndarray) -> np.ndarray: ...
-
-
-class LightGBMModel:
-    def __init__(self, text: str) -> None:
-        self.booster = lgb.Booster(model_str=text)
-
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, num_threads=1))
-
-
-class LogisticModel:
-    """A logistic regression from its JSON (no scikit-learn at serving time)."""
-
-    def __init__(self, text: str) -> None:
-        spec = json.loads(text)
-        self.log_columns = np.array([FEATURES.index(name) for name in spec["log_features"]])
-        self.mean = np.array(spec["mean"])
-        self.scale = np.array(spec["scale"])
-        self.coef = np.array(spec["coef"])
-        self.intercept = float(spec["intercept"])
-
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        z = (_linear_inputs(matrix, self.log_columns) - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
-
-
-def _linear_inputs(matrix: np.ndarray, log_columns: np.ndarray) -> np.ndarray:
-    x = np.array(matrix, dtype=np.float64, copy=True)
-    x[:, log_columns] = np.log1p(np.maximum(x[:, log_columns], 0))
-    return x
-
-
-def load_model(version: ModelVersion) -> ConversionModel:
-    text = version.model_file.read_text()
-    if version.manifest["model_kind"] == LIGHTGBM:
-        return LightGBMModel(text)
-    return LogisticModel(text)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from backbeat.errors import InvalidInput
 from backbeat.eventlog import Checkpoint
 from backbeat.measurement.delivery import COLUMN_OF
-from backbeat.measurement.delivery_pipeline import (
+from backbeat.measurement.delivery_deltas import (
     COUNTED_TYPES,
     DEFAULT_BEAM_MIN_RECORDS,
     Copy,
