@@ -38,6 +38,7 @@ from backbeat.measurement.downloads.batch import (
 from backbeat.measurement.downloads.pipeline import DownloadJob, execute
 from backbeat.measurement.downloads.quality import check_quality
 from backbeat.measurement.downloads.transforms import (
+    CompactHitsCombineFn,
     DownloadCounts,
     StreamingDownloadPanes,
     fold_panes,
@@ -182,8 +183,18 @@ def count_in_batches(
     for part in hits:
         for bucket, sub in split_by_bucket(part, buckets):
             by_bucket.setdefault(bucket, []).append(sub)
+    # Each bucket goes through the shuffle's combiner: two partial accumulators compacted
+    # after every batch (what combiner lifting does per bundle), merged in reverse order.
+    combine = CompactHitsCombineFn(rules, min_rows=1)
     for parts in by_bucket.values():
-        downloads, ads = count_bucket(pa.Table.from_batches(parts), rules)
+        accumulators = []
+        for share in (parts[: len(parts) // 2], parts[len(parts) // 2 :]):
+            accumulator = combine.create_accumulator()
+            for sub in share:
+                accumulator = combine.add_input(accumulator, sub)
+            accumulators.append(combine.compact(accumulator))
+        table = combine.extract_output(combine.merge_accumulators(accumulators[::-1]))
+        downloads, ads = count_bucket(table, rules)
         report.downloads.update(downloads)
         report.ads.update(ads)
     return report

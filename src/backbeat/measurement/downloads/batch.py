@@ -654,14 +654,8 @@ def _merged_unions(
     return s[starts], reach[ends]
 
 
-def count_bucket(
-    hits: pa.Table, rules: DownloadRules
-) -> tuple[Counter[tuple[str, str, str | None]], Counter[tuple[str, str, str]]]:
-    """Downloads by (date, episode_id, app) and delivered ads in one bucket's hits."""
-    downloads: Counter[tuple[str, str, str | None]] = Counter()
-    ads: Counter[tuple[str, str, str]] = Counter()
-    if hits.num_rows == 0:
-        return downloads, ads
+def _ordered(hits: pa.Table, rules: DownloadRules) -> dict[str, Any]:
+    """Hits as numpy columns in counting order, with their window groups and crossing rows."""
     hits = hits.combine_chunks()
     ip = pc.dictionary_encode(hits["listener_ip"]).chunk(0).indices.to_numpy()
     ua = pc.dictionary_encode(hits["user_agent"].cast(pa.string())).chunk(0).indices.to_numpy()
@@ -683,10 +677,67 @@ def count_bucket(
     gid = np.cumsum(new) - 1
     required = np.array([e.required_bytes for e in rules.catalog.episodes], np.int64)[ep[new]]
     crossing = _downloads_in_groups(gid, new, start, end, required)
+    return {
+        "order": order,
+        "ep": ep,
+        "ts": ts,
+        "start": start,
+        "end": end,
+        "app": app,
+        "app_names": app_names,
+        "gid": gid,
+        "crossing": crossing,
+    }
+
+
+def compact_hits(hits: pa.Table, rules: DownloadRules) -> pa.Table:
+    """Drop the hits that can no longer change any count, whatever other hits arrive later.
+
+    Within a (listener, episode, calendar day) group, hits after the one at which the
+    threshold is met can never become the crossing hit: more hits only move the crossing
+    earlier. They matter only for ad slots, and then only for bytes the hits up to the
+    crossing do not cover. Rolling first-touch windows depend on every timestamp, so they
+    are kept whole. This is what bounds a bucket's state by what the rules need.
+    """
+    if rules.window is not Window.CALENDAR or hits.num_rows == 0:
+        return hits
+    o = _ordered(hits, rules)
+    gid, crossing = o["gid"], o["crossing"]
+    n = len(gid)
+    rows = np.arange(n)
+    crossing_row = np.full(int(gid[-1]) + 1, n, np.int64)
+    crossing_row[gid[crossing]] = rows[crossing]
+    keep = rows <= crossing_row[gid]
+    if rules.slots_by_episode() and not keep.all():
+        union_start, union_end = _merged_unions(gid[keep], o["start"][keep], o["end"][keep])
+        later = np.flatnonzero(~keep)
+        lo = (gid[later] << _GROUP_SHIFT) + o["start"][later]
+        hi = (gid[later] << _GROUP_SHIFT) + o["end"][later]
+        position = np.searchsorted(union_start, lo, side="right") - 1
+        inside = position >= 0
+        covered = np.zeros(len(later), bool)
+        covered[inside] = union_end[position[inside]] >= hi[inside]
+        keep[later[~covered & (hi > lo)]] = True
+    if keep.all():
+        return hits
+    return hits.take(pa.array(o["order"][keep]))
+
+
+def count_bucket(
+    hits: pa.Table, rules: DownloadRules
+) -> tuple[Counter[tuple[str, str, str | None]], Counter[tuple[str, str, str]]]:
+    """Downloads by (date, episode_id, app) and delivered ads in one bucket's hits."""
+    downloads: Counter[tuple[str, str, str | None]] = Counter()
+    ads: Counter[tuple[str, str, str]] = Counter()
+    if hits.num_rows == 0:
+        return downloads, ads
+    o = _ordered(hits, rules)
+    ep, ts, start, end, app = o["ep"], o["ts"], o["start"], o["end"], o["app"]
+    gid, crossing = o["gid"], o["crossing"]
 
     day = ts[crossing] // DAY_US
     episode_ids = [e.episode_id for e in rules.catalog.episodes]
-    app_by_rank = sorted(app_names)
+    app_by_rank = sorted(o["app_names"])
     keys, counts = (
         np.unique(np.stack([day, ep[crossing], app[crossing]], axis=1), axis=0, return_counts=True)
         if crossing.any()

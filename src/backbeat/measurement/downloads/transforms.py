@@ -23,7 +23,9 @@ from apache_beam.transforms import trigger, window
 
 from backbeat.measurement.accesslogs import COMBINED
 from backbeat.measurement.downloads.batch import (
+    HIT_SCHEMA,
     assess_batch,
+    compact_hits,
     count_bucket,
     parse_batch,
     requests_per_day,
@@ -103,15 +105,53 @@ class SplitByBucketFn(beam.DoFn):
         yield from split_by_bucket(hits, self.num_buckets)
 
 
+class CompactHitsCombineFn(beam.CombineFn):  # type: ignore[misc]
+    """A bucket's hits reduced to what the rules still need (:func:`compact_hits`).
+
+    The accumulator is a list of Arrow tables, compacted whenever the rows added since the
+    last compaction outnumber the compacted ones (amortised linear). With combiner lifting
+    each bundle pre-combines, so the shuffle carries compacted state, not every hit.
+    """
+
+    def __init__(self, rules: DownloadRules, min_rows: int = 65_536) -> None:
+        self.rules = rules
+        self.min_rows = min_rows
+
+    def create_accumulator(self) -> list[pa.Table]:
+        return []
+
+    def _compact(self, parts: list[pa.Table]) -> list[pa.Table]:
+        if not parts:
+            return parts
+        return [compact_hits(pa.concat_tables(parts), self.rules)]
+
+    def add_input(self, acc: list[pa.Table], batch: pa.RecordBatch) -> list[pa.Table]:
+        acc.append(pa.Table.from_batches([batch]))
+        pending = sum(t.num_rows for t in acc[1:])
+        if pending >= max(self.min_rows, acc[0].num_rows):
+            acc = self._compact(acc)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[list[pa.Table]]) -> list[pa.Table]:
+        return self._compact([t for acc in accumulators for t in acc])
+
+    def compact(self, acc: list[pa.Table]) -> list[pa.Table]:
+        return self._compact(acc)
+
+    def extract_output(self, acc: list[pa.Table]) -> pa.Table:
+        parts = self._compact(acc)
+        return parts[0] if parts else pa.Table.from_batches([], HIT_SCHEMA)
+
+
 class CountBucketDownloadsFn(beam.DoFn):
-    """Count the downloads and delivered ads among one bucket's hits."""
+    """Count the downloads and delivered ads among one bucket's (compacted) hits."""
 
     def __init__(self, rules: DownloadRules) -> None:
         self.rules = rules
 
-    def process(self, element: tuple[int, Iterable[pa.RecordBatch]]) -> Iterator[Any]:
-        _, batches = element
-        downloads, ads = count_bucket(pa.Table.from_batches(list(batches)), self.rules)
+    def process(self, element: tuple[int, pa.Table]) -> Iterator[Any]:
+        _, table = element
+        downloads, ads = count_bucket(table, self.rules)
         Metrics.counter(NAMESPACE, "downloads").inc(sum(downloads.values()))
         for key, count in downloads.items():
             yield DOWNLOADS, (key, count)
@@ -150,7 +190,7 @@ class CountStreamingPaneFn(beam.DoFn):
 class BucketedHits(beam.PTransform):  # type: ignore[misc]
     """Counting hits grouped by listener bucket, with line accounting and rejects.
 
-    Output is a dict: ``buckets`` ``(bucket, [record batch, ...])``, ``stats``
+    Output is a dict: ``keyed`` ``(bucket, record batch)``, ``stats``
     ``((kind, reason), n)`` (not yet summed) and ``rejects`` (record batches of
     ``reason``, ``line``).
     """
@@ -175,13 +215,11 @@ class BucketedHits(beam.PTransform):  # type: ignore[misc]
             HITS,
             STATS,
         )
-        buckets = (
-            assessed[HITS]
-            | "KeyByListenerBucket" >> beam.ParDo(SplitByBucketFn(self.num_buckets))
-            | "GroupByBucket" >> beam.GroupByKey()
+        keyed = assessed[HITS] | "KeyByListenerBucket" >> beam.ParDo(
+            SplitByBucketFn(self.num_buckets)
         )
         stats = (parsed[STATS], assessed[STATS]) | "MergeStats" >> beam.Flatten()
-        return {"buckets": buckets, "stats": stats, "rejects": parsed[REJECTS]}
+        return {"keyed": keyed, "stats": stats, "rejects": parsed[REJECTS]}
 
 
 class DownloadCounts(beam.PTransform):  # type: ignore[misc]
@@ -203,7 +241,9 @@ class DownloadCounts(beam.PTransform):  # type: ignore[misc]
     def expand(self, lines: beam.PCollection) -> dict[str, beam.PCollection]:
         hits = lines | "BucketHits" >> BucketedHits(self.rules, self.fmt, self.num_buckets)
         counted = route(
-            hits["buckets"] | "CountInBucket" >> beam.ParDo(CountBucketDownloadsFn(self.rules)),
+            hits["keyed"]
+            | "CompactBucketHits" >> beam.CombinePerKey(CompactHitsCombineFn(self.rules))
+            | "CountInBucket" >> beam.ParDo(CountBucketDownloadsFn(self.rules)),
             "RouteCounts",
             DOWNLOADS,
             ADS,
@@ -257,7 +297,11 @@ class StreamingDownloadPanes(beam.PTransform):  # type: ignore[misc]
             | "LinesToArrow" >> beam.Map(lines_to_array)
         )
         hits = batches | "BucketHits" >> BucketedHits(self.rules, self.fmt, self.num_buckets)
-        panes = hits["buckets"] | "CountPane" >> beam.ParDo(CountStreamingPaneFn(self.rules))
+        panes = (
+            hits["keyed"]
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "CountPane" >> beam.ParDo(CountStreamingPaneFn(self.rules))
+        )
         return {PANES: panes, "stats": hits["stats"], "rejects": hits["rejects"]}
 
 
