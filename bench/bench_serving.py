@@ -12,6 +12,7 @@ workers, driven by the same ``wrk`` settings; ``/vast`` prints its ratio to that
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import random
@@ -24,17 +25,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.api.app import build_services  # noqa: E402
-from backbeat.api.hot_paths import query_params  # noqa: E402
+from backbeat.api.hot_paths import SINGLE_AD, HotPaths, plain_vast_fields, query_params  # noqa: E402
 from backbeat.api.routes.serving import VastQuery, build_request  # noqa: E402
 from backbeat.config import Settings  # noqa: E402
 from backbeat.eventlog import EventLogReader  # noqa: E402
-from backbeat.serving.request import AdRequest  # noqa: E402
+from backbeat.serving.request import AdRequest, PodRequest  # noqa: E402
+from backbeat.serving.server import AdServer  # noqa: E402
 from backbeat.signing import TrackingClaims  # noqa: E402
 from synthetic import COUNTRIES, DEVICES, GENRES, random_request_attributes, synthetic_database  # noqa: E402
 
@@ -53,9 +56,65 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+def parse(raw: bytes) -> tuple[AdRequest, PodRequest]:
+    """What ``GET /vast`` does with a query string (``api/hot_paths.py``)."""
+    params = query_params(raw)
+    fields = plain_vast_fields(params)
+    if fields is None:
+        query = VastQuery.model_validate(params)
+        return build_request({}, "127.0.0.1", query.fields()), query.pod()
+    return build_request({}, "127.0.0.1", fields), SINGLE_AD
+
+
+def stages(server: AdServer, services: object, queries: list[bytes]) -> None:
+    """One ``/vast`` split into its stages, each timed over the same queries."""
+    count = len(queries)
+    started = time.perf_counter()
+    parsed = [parse(raw) for raw in queries]
+    parse_s = time.perf_counter() - started
+    started = time.perf_counter()
+    decided = [server.decide(request, pod) for request, pod in parsed]
+    decide_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for decisions in decided:
+        for decision in decisions:
+            server.tracking_urls(decision)
+    sign_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for decisions in decided:
+        server.vast(decisions)
+    vast_s = time.perf_counter() - started
+    app = HotPaths(SimpleNamespace(state=SimpleNamespace(services=services)))  # type: ignore[arg-type]
+
+    async def send(_message: object) -> None:
+        return None
+
+    async def drive() -> float:
+        begun = time.perf_counter()
+        for raw in queries:
+            scope = {"type": "http", "method": "GET", "path": "/vast", "query_string": raw,
+                     "headers": [(b"user-agent", b"bench")], "client": ("127.0.0.1", 1)}  # fmt: skip
+            await app(scope, send, send)  # type: ignore[arg-type]
+        return time.perf_counter() - begun
+
+    asgi_s = asyncio.run(drive())
+    each = {
+        "parse query": parse_s,
+        "decide (incl. decision log)": decide_s,
+        "sign 8 tracking URLs": sign_s,
+        "render VAST (rest)": max(0.0, vast_s - sign_s),
+    }
+    for label, seconds in each.items():
+        print(f"  stage {label:<28} {seconds / count * 1e6:7.1f} µs")
+    overhead = asgi_s - sum(each.values())
+    print(f"  stage {'ASGI handler (rest)':<28} {overhead / count * 1e6:7.1f} µs")
+    print(f"  whole through the ASGI handler  {asgi_s / count * 1e6:7.1f} µs")
+
+
 def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     services = build_services(settings, time.time)
     server = services.ad_server
+    server.refresh(force=True)  # as a server does: templates prepared, snapshot frozen for GC
     rng = random.Random(3)
     queries = [
         f"slot={rng.choice(slots)}&listener=l{rng.randrange(10**6)}&country={rng.choice(COUNTRIES)}"
@@ -64,9 +123,8 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     ]
 
     def whole(raw: bytes) -> bytes:  # what GET /vast does, minus the socket
-        query = VastQuery.model_validate(query_params(raw))
-        ad_request = build_request({}, "127.0.0.1", query.fields())
-        return server.vast(server.decide(ad_request, query.pod()))
+        request, pod = parse(raw)
+        return server.vast(server.decide(request, pod))
 
     for raw in queries[: requests // 10]:  # warm caches
         whole(raw)
@@ -77,6 +135,7 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     print(
         f"in-process whole /vast    {requests / whole_s:>10,.0f} /s   ({whole_s / requests * 1e6:.1f} µs each: parse, decide, sign, render)"
     )
+    stages(server, services, queries[: max(1, requests // 2)])
     batch = [
         AdRequest(
             slot_id=rng.choice(slots),

@@ -3,6 +3,7 @@ and budgets are spent in counted impressions, surviving a restart."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -139,7 +140,8 @@ def test_second_price_is_the_best_rival_that_could_have_served(
 
 
 def _fields(item: ServableLineItem) -> dict:
-    return {name: getattr(item, name) for name in ServableLineItem.__slots__ if name != "id"}
+    names = [field.name for field in dataclasses.fields(ServableLineItem) if field.init]
+    return {name: getattr(item, name) for name in names if name != "id"}
 
 
 def _only_own(item: ServableLineItem) -> ServableLineItem:

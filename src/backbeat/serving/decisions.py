@@ -163,7 +163,7 @@ class Decider:
                 return None
             if item.advertiser_id in advertisers:
                 return "same-advertiser-in-pod"
-            if categories and not categories.isdisjoint(top_category(c) for c in item.categories):
+            if categories and not categories.isdisjoint(item.top_categories):
                 return "competing-category-in-pod"
             if not any(pod.admits(c.duration_ms, used_ms) for c in item.creatives):
                 return "creative-does-not-fit"
@@ -211,7 +211,7 @@ class Decider:
                 )
             )  # fmt: skip
             advertisers.add(item.advertiser_id)
-            categories.update(top_category(category) for category in item.categories)
+            categories |= item.top_categories
             used_ms += creative.duration_ms
         if not chosen:
             reason = reasons.most_common(1)[0][0] if reasons else "no-eligible-line-item"

@@ -177,14 +177,17 @@ class MemoryLedger:
         )
 
     def budget_block(self, item: ServableLineItem, price_units: int, now: float) -> str | None:
+        # Runs for every candidate walked: an unset budget costs no counter lookup.
         if (
             item.goal_impressions is not None
             and self._impressions.get(item.id, 0) >= item.goal_impressions
         ):
             return "goal-reached"
-        if not fits(self._units.get(item.id, 0), price_units, item.budget_micros):
+        if item.budget_micros is not None and not fits(
+            self._units.get(item.id, 0), price_units, item.budget_micros
+        ):
             return "budget-exhausted"
-        if not fits(
+        if item.daily_budget_micros is not None and not fits(
             self._daily.get((item.id, day_of(now)), 0), price_units, item.daily_budget_micros
         ):
             return "daily-budget-exhausted"
@@ -216,6 +219,8 @@ class MemoryLedger:
     ) -> tuple[int | None, str]:
         with self._lock:
             for position, item in enumerate(candidates):
+                if not item.caps:
+                    return position, ""
                 # The window length is part of the key: 3/hour and 5/60 min are different counters.
                 keys = [
                     (rule.scope, listener, rule.window_seconds, rule.window_start(now))

@@ -83,18 +83,24 @@ class ServableLineItem:
     targeting: dict[str, Any]
     creatives: tuple[ServableCreative, ...]
     advertiser_category: str | None = None
+    # Derived once here, not per decision: the IAB categories of the ad (creatives and
+    # advertiser) and their top-level parts, for competitive separation in pods.
+    categories: frozenset[str] = field(init=False, default=frozenset(), repr=False, compare=False)
+    top_categories: frozenset[str] = field(
+        init=False, default=frozenset(), repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        found = {category for creative in self.creatives for category in creative.categories}
+        if self.advertiser_category:
+            found.add(self.advertiser_category)
+        object.__setattr__(self, "categories", frozenset(found))
+        tops = frozenset(category.split("-", 1)[0] for category in found)
+        object.__setattr__(self, "top_categories", tops)
 
     @property
     def is_house(self) -> bool:
         return self.tier == Tier.HOUSE
-
-    @property
-    def categories(self) -> frozenset[str]:
-        """IAB categories of the ad (creatives and advertiser), for competitive separation."""
-        found = {category for creative in self.creatives for category in creative.categories}
-        if self.advertiser_category:
-            found.add(self.advertiser_category)
-        return frozenset(found)
 
 
 @dataclass(frozen=True, slots=True)
