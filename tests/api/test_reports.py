@@ -83,7 +83,9 @@ def test_counting_is_hourly_exact_and_idempotent(client, clock):
         "duplicates": 7,
         "rejected": 0,
         "torn_tails": 0,
-    }
+        "promotion": {"events_read": 0, "campaigns": 0, "daily_rows": 0, "duplicates": 0,
+                      "unattributed_conversions": 0},
+    }  # fmt: skip
     hourly = report(client, campaign_id, hour, hour + timedelta(days=1))
     expected_hourly = [
         (hour.isoformat().replace("+00:00", "Z"), 2, 2, 2, 2, 2, 1, 1, "0.005"),
@@ -203,3 +205,15 @@ def test_spend_is_exact_for_every_cpm_the_api_accepts(client):
     run_report(client)
     [row] = report(client, booked["campaign"]["id"], "2026-01-01", "2027-01-01", "day")["rows"]
     assert row["spend"] == "0.007500003"
+
+
+def test_the_run_counts_records_appended_a_moment_before(client):
+    """A refused pixel is logged without a fsync of its own; the run makes it durable first."""
+    booked = book_servable(client)
+    impression = decide(client, booked["slot"]["id"], "l1")["tracking"]["impression"]
+    # Without a flush the refused pixel would wait a minute for company before its fsync.
+    client.app.state.services.event_log.lazy_delay_s = 60.0
+    assert fire(client, impression, sig="A" * 43).status_code == 403
+    response = client.post("/v1/reports/delivery/run", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    assert response.json()["rejected"] == 1

@@ -215,3 +215,35 @@ def test_events_the_log_cannot_store_are_a_503_to_retry(client):
              "campaign_id": campaign["id"]}  # fmt: skip
     response = client.post("/v1/promotion-events", json={"events": [event]}, headers=ADMIN)
     assert response.status_code == 503 and response.json()["reason"] == "event-log-unavailable"
+
+
+def test_the_delivery_run_recounts_promotion_too(client):
+    """One recount: ``POST /v1/reports/delivery/run`` fills the promotion tables as well."""
+    import time
+
+    campaign = book(client, create_advertiser(client)["id"])
+    scorer = client.app.state.promotion
+    deadline = time.monotonic() + 10
+    while not scorer.snapshot.by_item and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = [
+        {"type": "exposure", "event_id": f"e{i}", "listener_id": f"l{i}", "item_id": "r00001",
+         "campaign_id": campaign["id"], "surface": "home_feed", "ts": "2026-09-21T10:00:00Z"}
+        for i in range(2)
+    ] + [
+        {"type": "click", "event_id": "e1", "listener_id": "l1", "item_id": "r00001",
+         "campaign_id": campaign["id"], "ts": "2026-09-21T10:01:00Z"},
+    ]  # fmt: skip
+    accepted = client.post("/v1/promotion-events", json={"events": events}, headers=ADMIN)
+    assert accepted.status_code == 202, accepted.text
+    run = client.post("/v1/reports/delivery/run", headers=ADMIN)
+    assert run.status_code == 200, run.text
+    assert run.json()["promotion"] == {"events_read": 3, "campaigns": 1, "daily_rows": 1,
+                                       "duplicates": 0, "unattributed_conversions": 0}  # fmt: skip
+    totals = client.get(
+        "/v1/reports/promotion", params={"campaign_id": campaign["id"]}, headers=ADMIN
+    ).json()["totals"]
+    # CPM 20.00: two exposures cost 2 × 0.02.
+    assert (totals["exposures"], totals["reach"], totals["clicks"], totals["spend"]) == (
+        2, 2, 1, "0.04",
+    )  # fmt: skip

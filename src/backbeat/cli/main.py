@@ -105,7 +105,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
 def report(
     settings: Settings, full: bool, accept_damage: bool, batch_records: int, from_kafka: bool
 ) -> None:
-    """Count what is new in the event log into hourly delivery rows (exactly once; idempotent)."""
+    """Count the event log into hourly delivery rows (exactly once) and recount promotion delivery."""
     from backbeat.cli.measure import run_report
 
     run_report(

@@ -156,7 +156,11 @@ COMMANDS: list[click.Command] = [measure, classify_ua]
 def run_report(
     settings: Any, *, full: bool, accept_damage: bool, batch_records: int, from_kafka: bool
 ) -> None:
-    """``backbeat report``: count new delivery events, committing each batch with its position."""
+    """``backbeat report``: count new delivery events, committing each batch with its position.
+
+    From the local event log, promotion delivery is recounted too (``backbeat promotion
+    report`` does that alone); from Kafka only ad delivery is counted.
+    """
     from backbeat.db import ensure_migrated, make_engine, make_session_factory, session_scope
     from backbeat.db import migrate as run_migrations
     from backbeat.reporting.counting import CountingPolicy
@@ -204,4 +208,19 @@ def run_report(
         f"{totals.rows_written} hourly rows ({totals.duplicates} duplicates ignored, "
         f"{totals.rejected} rejected, {run.bad_records} bad records set aside, "
         f"{totals.torn_tails} torn tails skipped, {run.damaged_bytes} damaged bytes accepted)"
+    )
+    _recount_promotion(settings, factory)
+
+
+def _recount_promotion(settings: Any, factory: Any) -> None:
+    """Promotion delivery from the same log: part of the one recount (replaced, never added)."""
+    from backbeat.db import session_scope
+    from backbeat.promotion.reporting import run_promotion_report
+
+    with session_scope(factory) as session:
+        run = run_promotion_report(session=session, event_log_dir=settings.resolved_event_log_dir)
+    click.echo(
+        f"promotion: read {run.events_read} events, {run.campaigns} campaigns, "
+        f"{run.daily_rows} daily rows ({run.duplicates} duplicates ignored, "
+        f"{run.unattributed_conversions} conversions unattributed)"
     )

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from backbeat.api.deps import PrincipalDep, ServicesDep, SessionDep
 from backbeat.catalog.schemas import MoneyOut
 from backbeat.catalog.service import CAMPAIGNS, get_object
 from backbeat.errors import InvalidInput
+from backbeat.eventlog import EventLogUnavailable
+from backbeat.observability import log
+from backbeat.promotion.reporting import PromotionReportRun, run_promotion_report
 from backbeat.reporting.counting import CountingPolicy
 from backbeat.reporting.service import ReportRun, delivery_report, run_delivery_report
 
@@ -101,14 +104,33 @@ def get_delivery(
 
 @router.post("/delivery/run")
 def run_delivery(
-    session: SessionDep, principal: PrincipalDep, services: ServicesDep
-) -> dict[str, int]:
-    """Recount the event log into the report tables now (admin); safe to repeat."""
+    session: SessionDep, principal: PrincipalDep, services: ServicesDep, request: Request
+) -> dict[str, Any]:
+    """Recount the event log into the report tables now (admin); safe to repeat.
+
+    One recount for everything the log holds: ad delivery (incremental) and promotion
+    delivery (``promotion``: recounted whole), committed together. Records this server
+    appended a moment ago are made durable first, so they are counted.
+    """
     principal.require_admin()
+    try:
+        services.event_log.flush()
+    except EventLogUnavailable as error:  # count what is durable; the writer reports the rest
+        log.warning("reports.flush_failed", error=str(error))
+    event_log_dir = services.settings.resolved_event_log_dir
     result: ReportRun = run_delivery_report(
         session=session,
-        event_log_dir=services.settings.resolved_event_log_dir,
+        event_log_dir=event_log_dir,
         policy=CountingPolicy(ttl_seconds=services.settings.tracking_ttl_seconds),
     )
+    promotion: PromotionReportRun = run_promotion_report(
+        session=session, event_log_dir=event_log_dir
+    )
     session.commit()
-    return {field: getattr(result, field) for field in result.__slots__}
+    scorer = getattr(request.app.state, "promotion", None)
+    if scorer is not None:
+        scorer.poke()  # its spend to date comes from the promotion tables
+    return {
+        **{field: getattr(result, field) for field in result.__slots__},
+        "promotion": {field: getattr(promotion, field) for field in promotion.__slots__},
+    }
