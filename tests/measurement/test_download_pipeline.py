@@ -31,6 +31,7 @@ from backbeat.measurement.downloads import (
 )
 from backbeat.measurement.downloads.batch import (
     assess_batch,
+    compact_hits,
     count_bucket,
     parse_batch,
     split_by_bucket,
@@ -490,3 +491,32 @@ def test_report_tables_replace_each_day(files):
         ).all()
     engine.dispose()
     assert sorted(rows) == [("long", "s1", 1), ("short", "s1", 1)]
+
+
+def test_compaction_keeps_bytes_after_the_threshold_that_cover_an_ad_slot():
+    # Bytes 0-7999 meet long.mp3's 6,900-byte threshold at the first request; the later
+    # request is the only one to cover the mid-roll slot (30000-32000), so compaction may
+    # drop the repeat of the first range but must keep the mid-roll bytes.
+    lines = [
+        combined(
+            DAY + 10, "203.0.113.9", "GET", "/ep/long.mp3", 206, 8000, APP, "bytes=0-7999", "-"
+        ),
+        combined(
+            DAY + 20, "203.0.113.9", "GET", "/ep/long.mp3", 206, 8000, APP, "bytes=0-7999", "-"
+        ),
+        combined(
+            DAY + 30, "203.0.113.9", "GET", "/ep/long.mp3", 206, 4000, APP, "bytes=29000-32999", "-"
+        ),
+    ]
+    day = "2026-11-21"
+    rules = rules_for(Window.CALENDAR, by_app=False)
+    expected_ads = {(day, "long", "pre"): 1, (day, "long", "mid"): 1}
+    assert count_downloads(lines, rules).ads == expected_ads
+    for order in (lines, lines[::-1]):
+        report = count_in_batches(order, rules, "combined", batch=1, buckets=1)
+        assert report.downloads == {(day, "long", None): 1}
+        assert report.ads == expected_ads
+    parsed, _ = parse_batch(pa.array(lines), "combined")
+    hits, _ = assess_batch(parsed, rules)
+    kept = compact_hits(pa.Table.from_batches([hits]), rules)
+    assert sorted(kept["start"].to_pylist()) == [0, 29000]  # the repeated range is dropped
