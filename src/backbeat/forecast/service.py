@@ -168,6 +168,35 @@ class ForecastResult:
         return body
 
 
+def _runs(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts of the runs of equal ``key`` and the key of each run."""
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64), key
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    return starts, key[starts]
+
+
+def _per_key(
+    values: np.ndarray,
+    key: np.ndarray,
+    count: int,
+    runs: tuple[np.ndarray, np.ndarray] | None,
+) -> np.ndarray:
+    """Sums of ``values`` (one per row) per ``key`` in ``0..count``, as float64.
+
+    ``runs`` (from ``_runs``) when equal keys are adjacent (a row set's rows are ordered
+    by cell and matched rows are taken in order): one ``reduceat`` over the runs, about
+    three times cheaper than a scattered ``bincount``.
+    """
+    if runs is None:
+        return np.bincount(key, weights=values, minlength=count).astype(np.float64)
+    out = np.zeros(count)
+    starts, keys = runs
+    if starts.size:
+        out[keys] = np.add.reduceat(values, starts, dtype=np.float64)
+    return out
+
+
 @dataclass
 class Forecaster:
     now: float
@@ -379,30 +408,35 @@ class Forecaster:
         and the matched sample weight per cell (for the supply model's error)."""
         count = self._cells * label_count
         key = cells if labels is None else cells.astype(np.int64) * label_count + labels
-        weight = np.bincount(key, weights=rowset.weight[rows], minlength=count)
+        runs = _runs(key) if labels is None else None
+        available_rank = TIER_RANK[Tier.GUARANTEED]
+        ranks = [available_rank] + ([level] if level not in (None, available_rank) else [])
+        weight = _per_key(rowset.weight[rows], key, count, runs)
+        # Per rank: (cycles, cells x labels) supply left, one gather of the matched rows
+        # per window cycle (1-D takes of a cycle's row are the cheapest gather).
+        lefts = {
+            rank: np.stack(
+                [
+                    _per_key(np.take(rowset.remaining[rank][cycle], rows), key, count, runs)
+                    for cycle in cycles
+                ]
+            )
+            if len(cycles)
+            else np.zeros((0, count))
+            for rank in ranks
+        }
         flat = factors if labels is None else np.repeat(factors, label_count, axis=1)
         # Element-wise, not BLAS: a BLAS call on a busy machine spins its threads (30+ ms).
         projected = flat * weight[None, :]  # (cycles, cells x labels)
-        available_rank = TIER_RANK[Tier.GUARANTEED]
-        available = 0.0
-        possible = 0.0
-        available_by_label = np.zeros(label_count)
-        for index, cycle in enumerate(cycles):
-            left = np.bincount(
-                key, weights=rowset.remaining[available_rank][cycle, rows], minlength=count
-            )
-            contribution = flat[index] * left
-            available += float(contribution.sum())
-            available_by_label += contribution.reshape(-1, label_count).sum(axis=0)
-            if level is None:
-                possible += float(projected[index].sum())
-            elif level == available_rank:
-                possible += float(contribution.sum())
-            else:
-                left = np.bincount(
-                    key, weights=rowset.remaining[level][cycle, rows], minlength=count
-                )
-                possible += float((flat[index] * left).sum())
+        contribution = flat * lefts[available_rank]  # (cycles, cells x labels)
+        available = float(contribution.sum())
+        available_by_label = contribution.sum(axis=0).reshape(-1, label_count).sum(axis=0)
+        if level is None:
+            possible = float(projected.sum())
+        elif level == available_rank:
+            possible = available
+        else:
+            possible = float((flat * lefts[level]).sum())
         return {
             "cell_weight": weight,
             "matched": float(projected.sum()),
@@ -569,11 +603,10 @@ class Forecaster:
         if advertiser_id is not None:
             total = float(taken.sum())
             return [(None, total)] if total > 0 else []
-        found = [
-            (booked.items[index].id, float(taken[index])) for index in np.flatnonzero(taken > 0.5)
-        ]
-        found.sort(key=lambda pair: (-pair[1], pair[0]))
-        return found
+        found = np.flatnonzero(taken > 0.5)
+        ids = np.fromiter((booked.items[i].id for i in found), dtype=np.int64, count=found.size)
+        order = np.lexsort((ids, -taken[found]))  # most taken first, then by id
+        return list(zip(ids[order].tolist(), taken[found][order].tolist(), strict=True))
 
     def _breakdown(
         self,
