@@ -1,12 +1,13 @@
 """Targeting expressions evaluated over a whole table at once, as boolean masks.
 
-The semantics are the ad server's (``serving.targeting_index.compile_predicate``): an
-attribute key admits a row whose value is one of the listed values (an absent value never
-matches), ``segments`` admits a row sharing any segment, ``all``/``any``/``not`` combine,
-all keys of one object must hold and ``{}`` admits everything. Only the evaluation is
-vectorised: one mask per (key, value set), built from per-value row lists and cached, so a
-targeting is a handful of numpy AND/OR operations over the sample whatever its size. The
-tests compare it row by row with ``compile_predicate`` on random expressions.
+One implementation of targeting: an expression is split exactly as the ad server splits
+it for its index (``serving.targeting_index.split_expression``): per-attribute includes
+and excludes, evaluated here over per-value row lists (the transpose of the server's
+per-value bitsets over line items; cached masks, a handful of numpy AND/OR operations),
+and a residual (``any``, a ``not`` over several keys, a second ``segments`` test, unknown
+keys) evaluated by the server's own ``compile_predicate``, once per distinct combination
+of the attributes it mentions among the candidate rows (not once per row). The tests
+compare it row by row with ``compile_predicate`` on random expressions.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from backbeat.catalog.targeting import MULTI_VALUED_KEYS
 from backbeat.forecast.history import OpportunityTable
+from backbeat.serving.targeting_index import compile_predicate, split_expression
 
 
 class Matcher:
@@ -89,19 +91,80 @@ class Matcher:
 
     def match(self, expression: Mapping[str, Any]) -> np.ndarray:
         """Rows the expression admits; the result may be shared: do not modify it."""
+        split = split_expression(expression)
         mask: np.ndarray | None = None
-        for key, value in expression.items():
-            if key == "not":
-                part = ~self.match(value)
-            elif key == "all":
-                part = self._all
-                for member in value:
-                    part = part & self.match(member)
-            elif key == "any":
-                part = np.zeros(self.size, dtype=bool)
-                for member in value:
-                    part = part | self.match(member)
-            else:
-                part = self.leaf(key, frozenset(value))
+        for key, values in split.includes.items():
+            part = self.leaf(key, values)
             mask = part if mask is None else mask & part
-        return self._all if mask is None else mask
+        for key, values in split.excludes.items():
+            part = ~self.leaf(key, values)
+            mask = part if mask is None else mask & part
+        if mask is None:
+            mask = self._all
+        for residual in split.residual:
+            mask = self._residual(residual, mask)
+        return mask
+
+    def _residual(self, expression: Mapping[str, Any], candidates: np.ndarray) -> np.ndarray:
+        """``candidates`` narrowed by ``compile_predicate(expression)``, evaluated once per
+        distinct combination of the attributes the expression mentions."""
+        rows = np.flatnonzero(candidates)
+        out = np.zeros(self.size, dtype=bool)
+        if rows.size == 0:
+            return out
+        mentioned: dict[str, set[Any]] = {}
+        _mentions(expression, mentioned)
+        keys = sorted(mentioned)
+        columns = []
+        decoders = []
+        for key in keys:
+            if key == "segments":
+                # The row's segments among those mentioned, as a bit set.
+                values = sorted(mentioned[key], key=repr)
+                code = np.zeros(rows.size, dtype=np.int64)
+                for bit, value in enumerate(values):
+                    code |= self.leaf(key, frozenset([value]))[rows].astype(np.int64) << bit
+                columns.append(code)
+                decoders.append(
+                    lambda c, values=values: tuple(v for b, v in enumerate(values) if c >> b & 1)
+                )
+            elif key in self.table.single:
+                vocab = self.table.vocab[key]
+                columns.append(self.table.single[key][rows].astype(np.int64))
+                decoders.append(lambda c, vocab=vocab: None if c < 0 else vocab.values[c])
+            else:  # a key no request carries: always absent
+                columns.append(np.zeros(rows.size, dtype=np.int64))
+                decoders.append(lambda _code: None)
+        predicate = compile_predicate(expression)
+        if not columns:
+            out[rows] = bool(predicate({}))
+            return out
+        combos, inverse = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
+        verdict = np.array(
+            [
+                bool(
+                    predicate(
+                        {
+                            key: decode(int(code))
+                            for key, decode, code in zip(keys, decoders, combo, strict=True)
+                        }
+                    )
+                )
+                for combo in combos
+            ],
+            dtype=bool,
+        )
+        out[rows] = verdict[inverse.reshape(-1)]
+        return out
+
+
+def _mentions(expression: Mapping[str, Any], into: dict[str, set[Any]]) -> None:
+    """The attribute keys an expression tests, with the values it names."""
+    for key, value in expression.items():
+        if key == "not":
+            _mentions(value, into)
+        elif key in ("all", "any"):
+            for member in value:
+                _mentions(member, into)
+        else:
+            into.setdefault(key, set()).update(value)
