@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from backbeat.api.app import create_app
-from backbeat.config import Settings
-from backbeat.db import make_engine, migrate
+from backbeat.db import make_engine
 from backbeat.eventlog import EventLogReader
 from backbeat.events import Event
 from backbeat.reporting.models import DeliveryHourly
+from support.app import make_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from factories import ADMIN, ADMIN_KEY, book_servable  # noqa: E402
@@ -188,18 +188,7 @@ def test_redis_stopped_and_restarted_under_load(
     redis_server: Any, redis_url: str, tmp_path: Path
 ) -> None:
     database = f"sqlite:///{tmp_path / 'r.db'}"
-    migrate(database)
-    settings = Settings(
-        var_dir=tmp_path / "var",
-        database_url=database,
-        admin_key=ADMIN_KEY,
-        signing_key="redis-fault-signing-key-0123456789",
-        public_base_url="http://testserver",
-        redis_url=redis_url,
-        log_json=False,
-        log_level="CRITICAL",
-        decision_log_sample=0.0,
-    )
+    settings = make_settings(database, tmp_path / "var", redis_url=redis_url, log_level="CRITICAL")
     budget, cpm = Decimal("0.50"), Decimal("10")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         booked = book_servable(

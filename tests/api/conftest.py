@@ -10,21 +10,7 @@ from fastapi.testclient import TestClient
 
 from backbeat.api.app import create_app
 from backbeat.config import Settings
-from backbeat.db import migrate
-from factories import ADMIN_KEY
-
-
-class FakeClock:
-    """Wall-clock time that tests can move forward."""
-
-    def __init__(self, now: float = 1_790_000_000.0) -> None:  # 2026-09-21
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from support.app import FakeClock, make_settings
 
 
 @pytest.fixture
@@ -34,18 +20,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    migrate(database_url)
-    return Settings(
-        var_dir=tmp_path / "var",
-        database_url=database_url,
-        admin_key=ADMIN_KEY,
-        signing_key="test-signing-key-0123456789abcdef",
-        public_base_url="http://testserver",
-        log_json=False,
-        log_level="WARNING",
-        catalog_poll_seconds=0.2,
-        decision_log_sample=0.0,  # tests of the decision log turn it on themselves
-    )
+    return make_settings(database_url, tmp_path / "var")
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from backbeat.api.app import create_app
-from backbeat.config import Settings
-from backbeat.db import migrate
-from factories import ADMIN, ADMIN_KEY
+from factories import ADMIN
+from support.app import make_settings
 
 # Every check but positive_data_acceptance ("schema-valid data is accepted"): rules across
 # fields or the book (end after start, a CPM floor from the slots, the targeting vocabulary,
@@ -35,16 +34,10 @@ _state: dict[str, Any] = {}
 
 def _app(tmp: Path) -> Any:
     database = f"sqlite:///{tmp / 'fuzz.db'}"
-    migrate(database)
-    settings_ = Settings(
-        var_dir=tmp / "var",
-        database_url=database,
-        admin_key=ADMIN_KEY,
-        signing_key="fuzz-signing-key-0123456789abcdef",
-        public_base_url="http://testserver",
-        log_json=False,
+    settings_ = make_settings(
+        database,
+        tmp / "var",
         log_level="CRITICAL",
-        decision_log_sample=0.0,
         rate_limit_per_key=0.0,  # schemathesis is one very busy caller
     )
     return create_app(settings_)

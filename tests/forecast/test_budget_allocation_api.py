@@ -12,9 +12,8 @@ from forecast_fixtures import NOW
 from test_service import write_log
 
 from backbeat.api.app import create_app
-from backbeat.config import Settings
-from backbeat.db import migrate
-from factories import ADMIN, ADMIN_KEY
+from factories import ADMIN
+from support.app import make_settings
 
 START, END = "2026-09-22T00:00:00Z", "2026-09-29T00:00:00Z"
 
@@ -27,12 +26,7 @@ def draft(countries: list[str], cpm: str, **extra) -> dict:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     url = f"sqlite:///{tmp_path / 'b.db'}"
-    migrate(url)
-    settings = Settings(
-        var_dir=tmp_path / "var", database_url=url, admin_key=ADMIN_KEY,
-        signing_key="test-signing-key-0123456789abcdef", public_base_url="http://testserver",
-        log_json=False, log_level="WARNING", catalog_poll_seconds=0.2, decision_log_sample=0.0,
-    )  # fmt: skip
+    settings = make_settings(url, tmp_path / "var")
     write_log(settings.resolved_event_log_dir, 2000, days=2)
     with TestClient(create_app(settings, clock=lambda: NOW)) as test_client:
         assert test_client.app.state.forecasts.wait_ready(60), "forecaster never built"

@@ -13,17 +13,15 @@ from forecast_fixtures import NOW
 from test_service import write_log
 
 from backbeat.api.app import create_app
-from backbeat.config import Settings
-from backbeat.db import migrate
 from factories import (
     ADMIN,
-    ADMIN_KEY,
     advertiser_key,
     create_advertiser,
     create_campaign,
     create_creative,
     create_line_item,
 )
+from support.app import make_settings
 
 START, END = "2026-09-22T00:00:00Z", "2026-09-29T00:00:00Z"
 DRAFT = {
@@ -37,18 +35,7 @@ DRAFT = {
 
 @pytest.fixture
 def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    migrate(database_url)
-    settings = Settings(
-        var_dir=tmp_path / "var",
-        database_url=database_url,
-        admin_key=ADMIN_KEY,
-        signing_key="test-signing-key-0123456789abcdef",
-        public_base_url="http://testserver",
-        log_json=False,
-        log_level="WARNING",
-        catalog_poll_seconds=0.2,
-        decision_log_sample=0.0,
-    )
+    settings = make_settings(database_url, tmp_path / "var")
     # Two days of history: the quick hour-of-day model (MSTL is tested in test_supply).
     write_log(settings.resolved_event_log_dir, 2000, days=2)
     with TestClient(create_app(settings, clock=lambda: NOW)) as test_client:

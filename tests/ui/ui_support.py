@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from backbeat.config import Settings
-from backbeat.db import migrate
-from factories import ADMIN_KEY
+from support.app import SIGNING_KEY, FakeClock, make_settings  # noqa: F401 - re-exported
 
-SIGNING_KEY = "test-signing-key-0123456789abcdef"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_790_000_000.0) -> None:  # 2026-09-21 14:13 UTC
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Settings:
-    migrate(database_url)
-    values: dict[str, object] = {
-        "var_dir": var_dir,
-        "database_url": database_url,
-        "admin_key": ADMIN_KEY,
-        "signing_key": SIGNING_KEY,
-        "public_base_url": "http://testserver",
-        "log_json": False,
-        "log_level": "WARNING",
-        "catalog_poll_seconds": 0.2,
-        "decision_log_sample": 0.0,
-        **overrides,
-    }
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 def csrf_of(html: str) -> str:
