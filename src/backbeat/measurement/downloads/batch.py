@@ -675,7 +675,7 @@ def _ordered(hits: pa.Table, rules: DownloadRules) -> dict[str, Any]:
     window = ts // DAY_US if calendar else _rolling_windows(base_new, ts)
     new = base_new | _group_starts(window)
     gid = np.cumsum(new) - 1
-    required = np.array([e.required_bytes for e in rules.catalog.episodes], np.int64)[ep[new]]
+    required = rules.catalog.required_bytes[ep[new]]
     crossing = _downloads_in_groups(gid, new, start, end, required)
     return {
         "order": order,

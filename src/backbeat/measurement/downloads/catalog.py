@@ -7,7 +7,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 from backbeat.errors import InvalidInput
 from backbeat.measurement.downloads.rules import normalise_path
@@ -52,6 +55,11 @@ class Catalog:
                     f"episode catalog lists path {episode.path!r} twice", path=episode.path
                 )
             self._by_path[episode.path] = index
+
+    @cached_property
+    def required_bytes(self) -> np.ndarray:
+        """Each episode's threshold, by index: computed once, not per counted batch."""
+        return np.array([e.required_bytes for e in self.episodes], np.int64)
 
     def index_of(self, target: str) -> int:
         """Position of the episode a request target names, or -1."""
