@@ -13,12 +13,9 @@ import math
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from backbeat.api.deps import PrincipalDep
-from backbeat.api.problems import problem, validation_problem
-from backbeat.api.routes.forecasts import current_forecaster
+from backbeat.api.routes.forecasts import current_forecaster, invalid_drafts, parse_drafts
 from backbeat.errors import InvalidInput
 from backbeat.forecast.allocation.budget import DraftCurve, reach_universe, split_budget
 from backbeat.forecast.allocation.schemas import (
@@ -30,19 +27,6 @@ from backbeat.forecast.schemas import BulkError
 from backbeat.types import from_micros, to_micros
 
 router = APIRouter(prefix="/v1/budget-allocations", tags=["forecasts"])
-
-
-def _invalid(errors: list[BulkError], request: Request) -> JSONResponse:
-    errors.sort(key=lambda error: error.index)
-    first = errors[0]
-    return problem(
-        422,
-        "Invalid drafts",
-        "invalid-drafts",
-        f"{len(errors)} invalid draft(s); first: #{first.index} {first.detail}",
-        request.url.path,
-        errors=[error.model_dump() for error in errors],
-    )
 
 
 def _curve(draft: BudgetDraft, result: Any, goal: str) -> tuple[DraftCurve, dict[str, Any]]:
@@ -74,17 +58,9 @@ def create_budget_allocation(
     body: BudgetAllocationRequest, request: Request, principal: PrincipalDep
 ) -> Any:
     """The budget per draft that maximises the goal (impressions, reach, clicks, conversions)."""
-    drafts: list[BudgetDraft | None] = []
-    errors: list[BulkError] = []
-    for index, raw in enumerate(body.drafts):
-        try:
-            drafts.append(BudgetDraft.model_validate(raw))
-        except ValidationError as error:
-            found = validation_problem(list(error.errors()), "", skip_loc=0)
-            errors.append(BulkError(index=index, reason=found["reason"], detail=found["detail"]))
-            drafts.append(None)
+    drafts, errors = parse_drafts(body.drafts, BudgetDraft)
     if errors:
-        return _invalid(errors, request)
+        return invalid_drafts(errors, request)
     forecaster = current_forecaster(request)
     curves: list[DraftCurve] = []
     facts: list[dict[str, Any]] = []
@@ -110,7 +86,7 @@ def create_budget_allocation(
         curves.append(curve)
         facts.append(fact)
     if errors:
-        return _invalid(errors, request)
+        return invalid_drafts(errors, request)
     total = to_micros(body.total_budget)
     if sum(curve.min_micros for curve in curves) > total:
         raise InvalidInput(

@@ -10,11 +10,11 @@ supply history yet, figures are zeros with a ``note``.
 
 import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from backbeat.api.deps import PrincipalDep
 from backbeat.api.problems import problem, validation_problem
@@ -55,8 +55,26 @@ def create_forecast(body: ForecastDraft, request: Request, principal: PrincipalD
     return _answer(current_forecaster(request), body, principal.advertiser_id)
 
 
-def _invalid(errors: list[BulkError], request: Request) -> JSONResponse:
+D = TypeVar("D", bound=BaseModel)
+
+
+def parse_drafts(raws: list[Any], model: type[D]) -> tuple[list[D | None], list[BulkError]]:
+    """Each raw draft validated alone: the drafts (None where invalid) and every error."""
+    drafts: list[D | None] = []
+    errors: list[BulkError] = []
+    for index, raw in enumerate(raws):
+        try:
+            drafts.append(model.model_validate(raw))
+        except ValidationError as error:
+            found = validation_problem(list(error.errors()), "", skip_loc=0)
+            errors.append(BulkError(index=index, reason=found["reason"], detail=found["detail"]))
+            drafts.append(None)
+    return drafts, errors
+
+
+def invalid_drafts(errors: list[BulkError], request: Request) -> JSONResponse:
     """One 422 problem listing every bad draft with its index and reason; nothing answered."""
+    errors.sort(key=lambda error: error.index)
     first = errors[0]
     return problem(
         422,
@@ -78,17 +96,9 @@ def create_forecasts(body: BulkForecastRequest, request: Request, principal: Pri
 
     Answers come from the forecaster's bulk subsample (faster; intervals account for it).
     """
-    drafts: list[ForecastDraft | None] = []
-    errors: list[BulkError] = []
-    for index, raw in enumerate(body.drafts):
-        try:
-            drafts.append(ForecastDraft.model_validate(raw))
-        except ValidationError as error:
-            found = validation_problem(list(error.errors()), "", skip_loc=0)
-            errors.append(BulkError(index=index, reason=found["reason"], detail=found["detail"]))
-            drafts.append(None)
+    drafts, errors = parse_drafts(body.drafts, ForecastDraft)
     if errors and not body.skip_invalid:  # shape errors first: no forecaster needed
-        return _invalid(errors, request)
+        return invalid_drafts(errors, request)
     forecaster = current_forecaster(request)
     for index, draft in enumerate(drafts):
         if draft is None:
@@ -100,7 +110,7 @@ def create_forecasts(body: BulkForecastRequest, request: Request, principal: Pri
             drafts[index] = None
     errors.sort(key=lambda error: error.index)
     if errors and not body.skip_invalid:
-        return _invalid(errors, request)
+        return invalid_drafts(errors, request)
     answers = [
         None if draft is None else _answer(forecaster, draft, principal.advertiser_id, bulk=True)
         for draft in drafts
