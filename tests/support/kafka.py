@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
-import signal
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
-from support.servers import HOST, _die_with_parent, _ManagedServer
+from support.servers import HOST, _ManagedServer, started
 
 
 def find_tansu() -> Path | None:
@@ -47,16 +45,7 @@ class KafkaBroker(_ManagedServer):
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                args,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(signal.SIGTERM),
-            )
+        return self._popen(args, self.root)
 
     def _ready(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -72,14 +61,6 @@ class KafkaBroker(_ManagedServer):
         except Exception:
             return False
         return True
-
-    def start(self) -> None:
-        if self.is_running:
-            return
-        if self.port:
-            self._launch()
-            return
-        self._launch_on_free_port()
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -101,11 +82,4 @@ def start_kafka(base_dir: Path, *, timeout: float = 20.0) -> KafkaBroker:
     base_dir = Path(base_dir).resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="tansu-", dir=base_dir))
-    broker = KafkaBroker(executable=executable, root=root, timeout=timeout)
-    atexit.register(broker.close)
-    try:
-        broker.start()
-    except BaseException:
-        broker.close()
-        raise
-    return broker
+    return started(KafkaBroker(executable=executable, root=root, timeout=timeout))

@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import psycopg
 import redis
@@ -261,6 +261,22 @@ class _ManagedServer:
     def _spawn(self) -> subprocess.Popen[bytes]:
         raise NotImplementedError
 
+    def _popen(self, args: list[str], root: Path) -> subprocess.Popen[bytes]:
+        """Spawn ``args`` in ``root`` in its own session, logging to ``log_path``.
+
+        It dies with the tests' process (SIGTERM) and is not reached by a terminal's Ctrl-C.
+        """
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                args,
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
+            )
+
     def _ready(self) -> bool:
         raise NotImplementedError
 
@@ -296,7 +312,13 @@ class _ManagedServer:
         self._stop_process()
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the server: on a free port the first time, on the same port afterwards."""
+        if self.is_running:
+            return
+        if self.port:
+            self._launch()
+            return
+        self._launch_on_free_port()
 
     def restart(self) -> None:
         self.stop()
@@ -330,6 +352,9 @@ class _ManagedServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+M = TypeVar("M", bound=_ManagedServer)
 
 
 class PostgresServer(_ManagedServer):
@@ -533,16 +558,11 @@ def start_postgres(base_dir: Path, *, timeout: float = 30.0) -> PostgresServer:
         os.chown(root, account.uid, account.gid)
     root.chmod(0o700)
 
-    server = PostgresServer(
-        bindir=bindir, root=root, account=account, remove_root=remove_root, timeout=timeout
+    return started(
+        PostgresServer(
+            bindir=bindir, root=root, account=account, remove_root=remove_root, timeout=timeout
+        )
     )
-    atexit.register(server.close)
-    try:
-        server.start()
-    except BaseException:
-        server.close()
-        raise
-    return server
 
 
 # --- Redis -------------------------------------------------------------------------------
@@ -586,16 +606,7 @@ class RedisServer(_ManagedServer):
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                args,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(signal.SIGTERM),
-            )
+        return self._popen(args, self.root)
 
     def _ready(self) -> bool:
         try:
@@ -603,15 +614,6 @@ class RedisServer(_ManagedServer):
                 return bool(conn.ping())
         except redis.exceptions.ConnectionError:
             return False
-
-    def start(self) -> None:
-        """Start the server: on a free port the first time, on the same port (empty) afterwards."""
-        if self.is_running:
-            return
-        if self.port:
-            self._launch()
-            return
-        self._launch_on_free_port()
 
 
 def start_redis(base_dir: Path, *, timeout: float = 10.0) -> RedisServer:
@@ -627,7 +629,11 @@ def start_redis(base_dir: Path, *, timeout: float = 10.0) -> RedisServer:
     base_dir = Path(base_dir).resolve()
     base_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="redis-", dir=base_dir))
-    server = RedisServer(executable=executable, root=root, timeout=timeout)
+    return started(RedisServer(executable=executable, root=root, timeout=timeout))
+
+
+def started(server: M) -> M:
+    """``server`` started, and closed at exit (or at once if it fails to start)."""
     atexit.register(server.close)
     try:
         server.start()
