@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import operator
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,6 +75,8 @@ def _event_suffix(event: str) -> bytes:
 
 
 _B64URL = bytes.maketrans(b"+/", b"-_")
+_FROM_B64URL = str.maketrans("-_", "+/")
+_signed_values = operator.itemgetter(*SIGNED_FIELDS)
 
 
 def _b64(digest: bytes) -> str:
@@ -165,7 +168,7 @@ class UrlSigner:
     def verify(self, event: str, params: dict[str, str], now: float) -> TrackingClaims:
         """Return the claims of a genuine, well-formed, unexpired URL; raise otherwise."""
         try:
-            values = tuple(params[name] for name in SIGNED_FIELDS)
+            values: tuple[str, ...] = _signed_values(params)
             signature = params["sig"]
         except KeyError as missing:
             raise InvalidSignature(
@@ -175,34 +178,42 @@ class UrlSigner:
         # Bytes, not str: compare_digest refuses non-ASCII strings, and forgers send any.
         if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
             raise InvalidSignature("tracking URL signature does not match")
-        claims = self._claims(dict(zip(SIGNED_FIELDS, values, strict=True)))
+        claims = self._claims(values)
         if now > claims.expires_at:
             raise TrackingUrlExpired(f"tracking URL expired at {claims.expires_at}")
         return claims
 
-    def _claims(self, fields: dict[str, str]) -> TrackingClaims:
-        """Every field checked for shape and range, even though the signature matched."""
-        ids = [fields[name] for name in ("li", "c", "cr", "s")]
+    def _claims(self, values: tuple[str, ...]) -> TrackingClaims:
+        """Every field checked for shape and range, even though the signature matched.
+
+        ``values`` are in ``SIGNED_FIELDS`` order (a tuple, not a dict: this runs per pixel).
+        """
+        decision, *ids, sealed, currency, listener, expires = values
         well_formed = (
-            _DECISION.fullmatch(fields["d"])
+            _DECISION.fullmatch(decision)
             and all(_INT.fullmatch(value) and int(value) <= MAX_ID for value in ids)
-            and _PRICE.fullmatch(fields["p"])
-            and _CURRENCY.fullmatch(fields["cur"])
-            and LISTENER_PATTERN.fullmatch(fields["l"])
-            and _INT.fullmatch(fields["x"])
+            and _PRICE.fullmatch(sealed)
+            and _CURRENCY.fullmatch(currency)
+            and LISTENER_PATTERN.fullmatch(listener)
+            and _INT.fullmatch(expires)
         )
-        price = self.open_price(fields["d"], fields["p"]) if well_formed else -1
+        # Checked to be 11 base64url characters: ``a2b_base64`` decodes them exactly.
+        price = self._unseal(decision, sealed) if well_formed else -1
         if not well_formed or price > MAX_PRICE_MICROS:
             raise InvalidInput("tracking URL has malformed fields", reason="malformed-tracking-url")
         line_item, campaign, creative, slot = (int(value) for value in ids)
         return TrackingClaims(
-            decision_id=fields["d"],
+            decision_id=decision,
             line_item_id=line_item,
             campaign_id=campaign,
             creative_id=creative,
             slot_id=slot,
             price_micros=price,
-            currency=fields["cur"],
-            listener=fields["l"],
-            expires_at=int(fields["x"]),
+            currency=currency,
+            listener=listener,
+            expires_at=int(expires),
         )
+
+    def _unseal(self, decision_id: str, sealed: str) -> int:
+        raw = binascii.a2b_base64(sealed.translate(_FROM_B64URL) + "=")
+        return int.from_bytes(raw, "big") ^ self._pad(decision_id)
