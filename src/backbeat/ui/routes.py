@@ -360,15 +360,57 @@ def _write(
     try:
         obj = action(values)
         _commit(view)
-    except InvalidInput as error:
-        view.db.rollback()
-        forms.record_error(error, errors)
-        return None
-    except BackbeatError as error:  # a parent not found, a conflict, a stale version
+    except BackbeatError as error:  # invalid, a parent not found, a conflict, a stale version
         view.db.rollback()
         forms.record_error(error, errors)
         return None
     return obj
+
+
+def _create(
+    view: Viewer,
+    errors: forms.FormErrors,
+    schema: type[BaseModel],
+    body: dict[str, Any],
+    resource: Resource,
+) -> Any:
+    """Create one catalog object from a form as ``POST`` on the API would; None on refusal."""
+    return _write(
+        view,
+        errors,
+        schema,
+        body,
+        lambda values: create_object(
+            session=view.db, resource=resource, values=values, principal=view.real
+        ),
+    )
+
+
+def _update(
+    view: Viewer,
+    errors: forms.FormErrors,
+    schema: type[BaseModel],
+    body: dict[str, Any],
+    resource: Resource,
+    object_id: int,
+    form: dict[str, str],
+) -> Any:
+    """``PATCH`` one catalog object from a form, at the version the form was drawn from."""
+    return _write(
+        view,
+        errors,
+        schema,
+        body,
+        lambda values: update_object(
+            session=view.db,
+            resource=resource,
+            object_id=object_id,
+            changes=values,
+            principal=view.real,
+            expected_version=_version(form),
+        ),
+        exclude_unset=True,
+    )
 
 
 @router.post("/campaigns/new")
@@ -381,15 +423,7 @@ def create_campaign(
     body = forms.campaign_body(form, create=True)
     if view.is_admin and view.ui.viewing and "advertiser_id" not in body:
         body["advertiser_id"] = view.ui.viewing  # the advertiser the admin is looking at
-    campaign = _write(
-        view,
-        errors,
-        schemas.CampaignCreate,
-        body,
-        lambda values: create_object(
-            session=db, resource=CAMPAIGNS, values=values, principal=view.real
-        ),
-    )
+    campaign = _create(view, errors, schemas.CampaignCreate, body, CAMPAIGNS)
     if campaign is None:
         return _campaign_form(view, None, form, errors, 422)
     return see_other(f"/ui/campaigns/{campaign.id}")
@@ -533,21 +567,7 @@ def edit_campaign(
     errors = forms.FormErrors()
     body = forms.campaign_body(form, create=False)
     body.setdefault("frequency_caps", [])
-    updated = _write(
-        view,
-        errors,
-        schemas.CampaignUpdate,
-        body,
-        lambda values: update_object(
-            session=db,
-            resource=CAMPAIGNS,
-            object_id=campaign_id,
-            changes=values,
-            principal=view.real,
-            expected_version=_version(form),
-        ),
-        exclude_unset=True,
-    )
+    updated = _update(view, errors, schemas.CampaignUpdate, body, CAMPAIGNS, campaign_id, form)
     if updated is None:
         return _campaign_form(view, campaign, form, errors, 422)
     return see_other(f"/ui/campaigns/{campaign_id}")
@@ -630,15 +650,7 @@ def create_line_item(
     campaign = get_campaign(db, view.principal, campaign_id)
     errors = forms.FormErrors()
     body = forms.line_item_body(form, errors, campaign_id=campaign.id)
-    item = _write(
-        view,
-        errors,
-        schemas.LineItemCreate,
-        body,
-        lambda values: create_object(
-            session=db, resource=LINE_ITEMS, values=values, principal=view.real
-        ),
-    )
+    item = _create(view, errors, schemas.LineItemCreate, body, LINE_ITEMS)
     if item is None:
         return _line_item_form(view, campaign, None, form, errors, 422)
     return see_other(f"/ui/line-items/{item.id}")
@@ -737,21 +749,7 @@ def edit_line_item(
     campaign = get_campaign(db, view.principal, item.campaign_id)
     errors = forms.FormErrors()
     body = forms.line_item_body(form, errors, campaign_id=None)
-    updated = _write(
-        view,
-        errors,
-        schemas.LineItemUpdate,
-        body,
-        lambda values: update_object(
-            session=db,
-            resource=LINE_ITEMS,
-            object_id=line_item_id,
-            changes=values,
-            principal=view.real,
-            expected_version=_version(form),
-        ),
-        exclude_unset=True,
-    )
+    updated = _update(view, errors, schemas.LineItemUpdate, body, LINE_ITEMS, line_item_id, form)
     if updated is None:
         return _line_item_form(view, campaign, item, form, errors, 422)
     return see_other(f"/ui/line-items/{line_item_id}")
@@ -766,15 +764,7 @@ def create_creative(
     item = get_line_item(db, view.principal, line_item_id)
     errors = forms.FormErrors()
     body = forms.creative_body(form, line_item_id=item.id)
-    creative = _write(
-        view,
-        errors,
-        schemas.CreativeCreate,
-        body,
-        lambda values: create_object(
-            session=db, resource=CREATIVES, values=values, principal=view.real
-        ),
-    )
+    creative = _create(view, errors, schemas.CreativeCreate, body, CREATIVES)
     if creative is None:
         return render(
             request,
@@ -924,20 +914,14 @@ def edit_creative(
     )
     item = get_line_item(db, view.principal, creative.line_item_id)
     errors = forms.FormErrors()
-    updated = _write(
+    updated = _update(
         view,
         errors,
         schemas.CreativeUpdate,
         forms.creative_changes(form),
-        lambda values: update_object(
-            session=db,
-            resource=CREATIVES,
-            object_id=creative_id,
-            changes=values,
-            principal=view.real,
-            expected_version=_version(form),
-        ),
-        exclude_unset=True,
+        CREATIVES,
+        creative_id,
+        form,
     )
     if updated is None:
         return _creative_form(view, creative, item, form, errors, 422)
