@@ -303,6 +303,7 @@ class Forecaster:
             else make_rowset(sample, booked, projection, pool, thinning=thinning, **rates)
         )
         sample.source_stratum = np.zeros(0, dtype=np.int32)  # only the build needed it
+        sample.matcher._cache.clear()  # the booked items' masks: forecasts use the row sets'
         note = None
         if sample.size == 0:
             note = "no supply history in the decision log yet: every figure is zero"
