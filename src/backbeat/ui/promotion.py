@@ -12,11 +12,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backbeat.catalog.auth import Principal
-from backbeat.catalog.service import get_object, list_objects
+from backbeat.catalog.service import get_object
 from backbeat.promotion.reporting import promotion_report
 from backbeat.promotion.service import PROMOTION_CAMPAIGNS
-
-PAGE = 500
+from backbeat.ui.views import first_page
 
 
 def _report(session: Session, campaign: Any) -> dict[str, Any]:
@@ -29,14 +28,7 @@ def _report(session: Session, campaign: Any) -> dict[str, Any]:
 
 
 def promotion_overview(session: Session, principal: Principal) -> list[dict[str, Any]]:
-    campaigns, _ = list_objects(
-        session=session,
-        resource=PROMOTION_CAMPAIGNS,
-        principal=principal,
-        filters={},
-        limit=PAGE,
-        offset=0,
-    )
+    campaigns = first_page(session, principal, PROMOTION_CAMPAIGNS)
     return [{"campaign": c, "totals": _report(session, c)["totals"]} for c in campaigns]
 
 

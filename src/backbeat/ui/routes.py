@@ -54,6 +54,7 @@ from backbeat.ui.views import (
     campaign_view,
     default_granularity,
     delivery_series,
+    first_page,
     flight_range,
     get_campaign,
     get_line_item,
@@ -261,14 +262,12 @@ def switch(request: Request, services: ServicesDep, db: SessionDep, form: FormDe
 
 def _supply(view: Viewer) -> list[dict[str, Any]]:
     """No-fill reasons per slot from the decision log (admin: slots are the publisher's)."""
-    from backbeat.catalog.service import SLOTS, list_objects
+    from backbeat.catalog.service import SLOTS
 
     tally = supply_tally(view.request)
     if tally is None:
         return []
-    slots, _ = list_objects(
-        session=view.db, resource=SLOTS, principal=view.real, filters={}, limit=500, offset=0
-    )
+    slots = first_page(view.db, view.real, SLOTS)
     by_slot, complete = tally.by_slot()
     return [{"slot": slot, "supply": by_slot.get(slot.id), "complete": complete} for slot in slots]
 

@@ -213,28 +213,29 @@ def _booked_goal(item: LineItem) -> float | None:
     return None
 
 
-def advertiser_names(session: Session, principal: Principal) -> dict[int, str]:
+def first_page(session: Session, principal: Principal, resource: Any, **filters: int) -> list[Any]:
+    """The first page of a resource's objects the principal may see, filtered by parent."""
     rows, _ = list_objects(
         session=session,
-        resource=ADVERTISERS,
+        resource=resource,
         principal=principal,
-        filters={},
+        filters=filters,
         limit=PAGE,
         offset=0,
     )
-    return {row.id: row.name for row in rows}
+    return list(rows)
+
+
+def advertiser_names(session: Session, principal: Principal) -> dict[int, str]:
+    return {row.id: row.name for row in first_page(session, principal, ADVERTISERS)}
 
 
 def overview(
     session: Session, principal: Principal, pacing: PacingView, now: datetime
 ) -> list[CampaignView]:
     """Campaigns that are not archived, with their line items' delivery and pacing."""
-    campaigns, _ = list_objects(
-        session=session, resource=CAMPAIGNS, principal=principal, filters={}, limit=PAGE, offset=0
-    )
-    items, _ = list_objects(
-        session=session, resource=LINE_ITEMS, principal=principal, filters={}, limit=PAGE, offset=0
-    )
+    campaigns = first_page(session, principal, CAMPAIGNS)
+    items = first_page(session, principal, LINE_ITEMS)
     names = advertiser_names(session, principal)
     creatives = active_creatives(session, principal)
     by_campaign: dict[int, list[LineItem]] = defaultdict(list)
@@ -327,27 +328,11 @@ def active_creatives(
 
 
 def campaign_items(session: Session, principal: Principal, campaign_id: int) -> list[LineItem]:
-    rows, _ = list_objects(
-        session=session,
-        resource=LINE_ITEMS,
-        principal=principal,
-        filters={"campaign_id": campaign_id},
-        limit=PAGE,
-        offset=0,
-    )
-    return list(rows)
+    return first_page(session, principal, LINE_ITEMS, campaign_id=campaign_id)
 
 
 def item_creatives(session: Session, principal: Principal, line_item_id: int) -> list[Any]:
-    rows, _ = list_objects(
-        session=session,
-        resource=CREATIVES,
-        principal=principal,
-        filters={"line_item_id": line_item_id},
-        limit=PAGE,
-        offset=0,
-    )
-    return list(rows)
+    return first_page(session, principal, CREATIVES, line_item_id=line_item_id)
 
 
 @dataclass
