@@ -266,7 +266,7 @@ class Decider:
             return "outside-flight"
         if item.currency != slot.currency:
             return "currency-mismatch"
-        if not item.is_house and item.cpm_micros < reserve:
+        if item.cpm_micros < reserve and not item.is_house:  # cheap test first
             return "below-reserve"
         reason = self.ledger.budget_block(item, item.cpm_micros, now)
         if reason is not None:
