@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 import orjson
 
-from backbeat.config import Settings
+if TYPE_CHECKING:
+    from backbeat.config import Settings
 
 
 @click.command()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from backbeat.config import Settings
+if TYPE_CHECKING:
+    from backbeat.config import Settings
 
 
 @click.command()

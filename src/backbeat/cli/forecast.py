@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from pydantic import ValidationError
 
-from backbeat.config import Settings
 from backbeat.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from backbeat.config import Settings
 
 FIGURES = (
     "matched",
@@ -32,6 +33,8 @@ FIGURES = (
 
 
 def _draft(values: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
     from backbeat.api.problems import validation_problem
     from backbeat.forecast.schemas import ForecastDraft
 

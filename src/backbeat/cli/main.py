@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from backbeat import __version__
-from backbeat.config import Settings, get_settings
 from backbeat.errors import BackbeatError
+
+if TYPE_CHECKING:
+    from backbeat.config import Settings
 
 
 class BackbeatGroup(click.Group):
@@ -30,6 +32,8 @@ class BackbeatGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Backbeat: book, serve, measure and report audio ads."""
+    from backbeat.config import get_settings  # pydantic-settings: not needed for --help
+
     ctx.obj = get_settings()
 
 

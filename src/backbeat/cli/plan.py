@@ -12,10 +12,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from backbeat.config import Settings
+if TYPE_CHECKING:
+    from backbeat.config import Settings
+
 
 DAY = 86400
 

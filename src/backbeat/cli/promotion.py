@@ -11,11 +11,13 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from backbeat.config import Settings
+if TYPE_CHECKING:
+    from backbeat.config import Settings
+
 
 PATH = click.Path(path_type=Path)
 
