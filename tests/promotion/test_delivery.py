@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from backbeat.eventlog import EventLogWriter
@@ -81,15 +83,18 @@ def book(client, advertiser_id, **fields):
     return response.json()
 
 
+def wait_for_campaigns(client, seconds: float = 10) -> None:
+    """Until the scorer's snapshot holds the booked campaigns (events name only those)."""
+    scorer = client.app.state.promotion
+    deadline = time.monotonic() + seconds
+    while not scorer.snapshot.by_item and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_reported_events_reach_the_delivery_report(client):
     advertiser = create_advertiser(client)
     campaign = book(client, advertiser["id"])
-    scorer = client.app.state.promotion
-    import time
-
-    deadline = time.monotonic() + 10
-    while not scorer.snapshot.by_item and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_campaigns(client)
     events = [
         {"type": "exposure", "event_id": f"e{i}", "listener_id": f"l{i % 3}", "item_id": "r00001",
          "campaign_id": campaign["id"], "surface": "home_feed", "ts": "2026-09-21T10:00:00Z"}
@@ -204,12 +209,7 @@ def test_exposures_reported_to_another_replica_count_once_for_caps_and_spend(tmp
 def test_events_the_log_cannot_store_are_a_503_to_retry(client):
     advertiser = create_advertiser(client)
     campaign = book(client, advertiser["id"])
-    scorer = client.app.state.promotion
-    import time
-
-    deadline = time.monotonic() + 10
-    while not scorer.snapshot.by_item and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_campaigns(client)
     client.app.state.services.event_log.close()
     event = {"type": "exposure", "event_id": "e1", "listener_id": "l1", "item_id": "r00001",
              "campaign_id": campaign["id"]}  # fmt: skip
@@ -219,13 +219,8 @@ def test_events_the_log_cannot_store_are_a_503_to_retry(client):
 
 def test_the_delivery_run_recounts_promotion_too(client):
     """One recount: ``POST /v1/reports/delivery/run`` fills the promotion tables as well."""
-    import time
-
     campaign = book(client, create_advertiser(client)["id"])
-    scorer = client.app.state.promotion
-    deadline = time.monotonic() + 10
-    while not scorer.snapshot.by_item and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_campaigns(client)
     events = [
         {"type": "exposure", "event_id": f"e{i}", "listener_id": f"l{i}", "item_id": "r00001",
          "campaign_id": campaign["id"], "surface": "home_feed", "ts": "2026-09-21T10:00:00Z"}
