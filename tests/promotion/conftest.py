@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,7 @@ from fastapi.testclient import TestClient
 from backbeat.api.app import create_app
 from backbeat.config import Settings
 from support.app import FakeClock, make_settings
-
-# The data's end and the app's clock: listening history runs up to here.
-DATA_END = datetime(2026, 9, 20, tzinfo=UTC)
-NOW = DATA_END.timestamp() + 3600
+from support.promotion import DATA_END, NOW
 
 
 @pytest.fixture

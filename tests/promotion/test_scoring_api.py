@@ -14,8 +14,8 @@ from backbeat.promotion.ids import format_id
 from backbeat.promotion.profiles import load_profiles
 from backbeat.promotion.registry import CHAMPION, Registry
 from backbeat.promotion.training import load_model
-from conftest import NOW
 from factories import ADMIN, advertiser_key, create_advertiser
+from support.promotion import NOW
 
 DAY = 86_400
 

@@ -14,8 +14,8 @@ from backbeat.promotion.profiles import load_profiles
 from backbeat.promotion.registry import CHAMPION, Registry
 from backbeat.promotion.store import DatabaseScoreStore, RedisScoreStore
 from backbeat.promotion.training import load_model
-from conftest import NOW
 from factories import ADMIN, create_advertiser
+from support.promotion import NOW
 
 ROWS = [("l000001", "r00010", 0.25), ("l000001", "r00011", 0.5), ("l000002", "r00010", 0.125)]
 
