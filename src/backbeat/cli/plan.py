@@ -10,6 +10,7 @@ schedule, and as soon as the book changes (catalog version), until interrupted.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,12 +83,13 @@ def make_plan(settings: Settings, *, algorithm: str, lookback_days: float, now: 
         )
         if forecaster.sample.size:
             return plan_from_forecaster(forecaster, algorithm=algorithm, catalog_version=version)
-    return compute_plan(
+    plan = compute_plan(
         line_items=snapshot.line_items,
         opportunities=read_opportunities(log_dir, since=now - lookback_days * DAY, until=now),
         delivered=delivered,
         now=now,
     )
+    return replace(plan, catalog_version=version)  # servers see which book it was made for
 
 
 @click.command()

@@ -1,0 +1,113 @@
+"""``backbeat plan --every``: the planner keeps running, re-plans on its schedule and at once
+when the book changes, so servers pick up a new guaranteed item without anyone re-running it."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+from sqlalchemy.orm import Session
+
+from backbeat.catalog.models import Advertiser, Campaign, Creative, LineItem
+from backbeat.catalog.service import bump_catalog_version
+from backbeat.db import make_engine, migrate
+from backbeat.eventlog import EventLogWriter
+from backbeat.events import Event, EventType
+
+DAY = 86400.0
+T0 = 1_790_035_200.0  # a UTC midnight
+
+
+def _history(directory: Path) -> None:
+    """Two days of opportunities, all logged: half US, half GB."""
+    rng = random.Random(5)
+    with EventLogWriter(directory) as writer:
+        for n in range(3000):
+            ts = T0 - 2 * DAY + rng.random() * 2 * DAY
+            country = "US" if n % 2 else "GB"
+            event = Event(type=EventType.OPPORTUNITY, ts=ts, decision_id=f"d{n}", slot_id=1,
+                          listener=f"l{n % 300}",
+                          attrs={"countries": country, "targeted": 2, "catalog_version": 1,
+                                 "winners": [], "sample": 1.0})  # fmt: skip
+            writer.append(event.to_bytes())
+
+
+def _add_line_item(session: Session, campaign: Campaign, name: str, country: str) -> None:
+    item = LineItem(campaign_id=campaign.id, advertiser_id=campaign.advertiser_id, name=name,
+                    tier="guaranteed", cpm=Decimal(10), goal_impressions=300, pacing="even",
+                    targeting={"countries": [country]})  # fmt: skip
+    session.add(item)
+    session.flush()
+    session.add(Creative(line_item_id=item.id, advertiser_id=campaign.advertiser_id, name="Spot",
+                         media_url="https://cdn.example.com/a.mp3", mime_type="audio/mpeg",
+                         duration_ms=30_000))  # fmt: skip
+    bump_catalog_version(session)
+
+
+def _written(path: Path) -> dict | None:
+    try:
+        return orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+
+
+def _wait_for(path: Path, predicate, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        document = _written(path)
+        if document is not None and predicate(document):
+            return document
+        time.sleep(0.1)
+    raise AssertionError(f"plan never became as expected: {_written(path)}")
+
+
+def test_plan_every_replans_as_soon_as_the_book_changes(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    _history(var / "events")
+    url = f"sqlite:///{var / 'backbeat.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        advertiser = Advertiser(name="Acme")
+        campaign = Campaign(advertiser=advertiser, name="Spring", total_budget=Decimal(1000),
+                            currency="USD", start_at=datetime.fromtimestamp(T0 - DAY, UTC),
+                            end_at=datetime.fromtimestamp(T0 + 2 * DAY, UTC))  # fmt: skip
+        session.add_all([advertiser, campaign])
+        session.flush()
+        _add_line_item(session, campaign, "US", "US")
+        campaign_id = campaign.id
+    plan_path = var / "allocation-plan.json"
+    at = datetime.fromtimestamp(T0, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # A long schedule: only the book change can explain a second plan within the test.
+    command = [sys.executable, "-m", "backbeat.cli.main", "plan", "--algorithm", "share",
+               "--at", at, "--every", "3600"]  # fmt: skip
+    env = {**os.environ, "BACKBEAT_VAR_DIR": str(var), "BACKBEAT_LOG_JSON": "false"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = _wait_for(plan_path, lambda d: set(d["line_items"]) == {"1"}, timeout=60)
+        assert process.poll() is None, "plan --every exited after one plan"
+        with Session(engine) as session, session.begin():
+            _add_line_item(session, session.get(Campaign, campaign_id), "GB", "GB")
+        second = _wait_for(plan_path, lambda d: set(d["line_items"]) == {"1", "2"}, timeout=30)
+        assert second["catalog_version"] == first["catalog_version"] + 1
+        # Each item's share is its remaining goal over its own country's supply: the
+        # second item targets the other half of the traffic, so both need about as much.
+        shares = [second["line_items"][key]["share"] for key in ("1", "2")]
+        assert abs(shares[0] - shares[1]) < 0.25 * max(shares)
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        engine.dispose()
