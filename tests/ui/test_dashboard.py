@@ -123,6 +123,25 @@ def test_sign_out_ends_the_session(client):
     assert client.get("/ui/", follow_redirects=False).status_code == 303
 
 
+@pytest.mark.parametrize("who", ["admin", "advertiser"])
+def test_a_cookie_copied_before_sign_out_is_refused_after_it(client, who):
+    key = ADMIN_KEY if who == "admin" else bearer(two_advertisers(client)["key_a"])
+    sign_in(client, key)
+    copied = client.cookies[COOKIE]
+    csrf = page_csrf(client)
+    sign_in(client, key)
+    other_session_of_same_key = client.cookies[COOKIE]
+    client.cookies.set(COOKIE, copied, path="/ui")
+    assert client.post("/ui/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    client.cookies.set(COOKIE, copied, path="/ui")  # replayed by whoever copied it
+    assert client.get("/ui/", follow_redirects=False).status_code == 303
+    again = client.post("/ui/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert again.status_code in (303, 401)
+    # Signing out one browser leaves the key's other sessions alone.
+    client.cookies.set(COOKIE, other_session_of_same_key, path="/ui")
+    assert client.get("/ui/", follow_redirects=False).status_code == 200
+
+
 def test_revoked_key_ends_its_sessions(client):
     booked = two_advertisers(client)
     minted = client.post(f"/v1/advertisers/{booked['a']['id']}/keys", headers=ADMIN).json()

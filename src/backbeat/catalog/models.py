@@ -61,6 +61,20 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class UiSessionRevocation(Base):
+    """A dashboard session ended by sign-out: its cookie is refused until it would expire.
+
+    Sessions are signed cookies (no server-side store), so sign-out alone could only ask
+    the browser to forget the cookie; a copied cookie is refused by this row instead.
+    Rows past ``expires_at`` are purged on the next sign-out.
+    """
+
+    __tablename__ = "ui_session_revocations"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
 class Campaign(Versioned, Base):
     __tablename__ = "campaigns"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Date, Float, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Date, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backbeat.db import Base
+from backbeat.types import UTCDateTime
 
 
 class DownloadDaily(Base):
@@ -31,6 +33,26 @@ class AdDeliveryDaily(Base):
     episode_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     ad_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     delivered: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class DownloadRun(Base):
+    """One download count written to the report tables: what it read and what it left out.
+
+    The daily tables hold only counted downloads; the lines a run excluded (by IAB rule:
+    bots, pre-fetch, too few bytes, ...) and rejected (unparseable) are kept here by reason,
+    so the dashboard can show why requests did not count.
+    """
+
+    __tablename__ = "download_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    first_day: Mapped[date | None] = mapped_column(Date)
+    last_day: Mapped[date | None] = mapped_column(Date)
+    lines: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    counted: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    excluded: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    rejected: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 
 class CountingState(Base):

@@ -39,3 +39,18 @@ class RejectedHourly(Base):
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class ListenerFrequency(Base):
+    """Counted impressions of one line item to one listener (by a hash of the listener id).
+
+    Written in the same transaction as the hourly counts, once per newly counted
+    impression, so the frequency distribution is exactly-once like the delivery it
+    describes. Only a 64-bit hash of the listener id is stored.
+    """
+
+    __tablename__ = "listener_frequency"
+
+    line_item_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    listener_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    impressions: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backbeat.api.deps import Services
 from backbeat.catalog.auth import ADMIN, ROLE_ADVERTISER, Principal
-from backbeat.catalog.models import ApiKey
+from backbeat.catalog.models import ApiKey, UiSessionRevocation
 from backbeat.ui.session import COOKIE, SessionCodec, UiSession
 from backbeat.ui.views import advertiser_names, utc_now
 
@@ -60,6 +60,8 @@ def codec(request: Request) -> SessionCodec:
 def current_session(request: Request, services: Services, db: Session) -> UiSession:
     ui = codec(request).decode(request.cookies.get(COOKIE), time.time())
     if ui is None:
+        raise LoginRequired
+    if db.get(UiSessionRevocation, ui.sid) is not None:  # signed out: a copied cookie too
         raise LoginRequired
     admin_key = services.settings.admin_key
     if ui.is_admin:
@@ -106,3 +108,10 @@ def context(view: Viewer, **values: Any) -> dict[str, Any]:
         "header_name": own,
         **values,
     }
+
+
+def revoke_session(db: Session, ui: UiSession, now: float) -> None:
+    """End ``ui`` on every worker and replica (sign-out), and forget expired revocations."""
+    db.execute(delete(UiSessionRevocation).where(UiSessionRevocation.expires_at < int(now)))
+    db.merge(UiSessionRevocation(sid=ui.sid, expires_at=ui.expires_at))
+    db.commit()

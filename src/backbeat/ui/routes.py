@@ -44,7 +44,15 @@ from backbeat.errors import BackbeatError, InvalidInput, NotFound, PermissionDen
 from backbeat.observability import log
 from backbeat.types import format_money
 from backbeat.ui import forecasting, forms
-from backbeat.ui.context import LoginRequired, Viewer, codec, context, services_of, viewer
+from backbeat.ui.context import (
+    LoginRequired,
+    Viewer,
+    codec,
+    context,
+    revoke_session,
+    services_of,
+    viewer,
+)
 from backbeat.ui.session import COOKIE, LIFETIME_SECONDS, LOGIN_COOKIE
 from backbeat.ui.views import (
     PacingView,
@@ -234,7 +242,9 @@ def login(request: Request, services: ServicesDep, db: SessionDep, form: FormDep
 @router.post("/logout")
 @page
 def logout(request: Request, services: ServicesDep, db: SessionDep, form: FormDep) -> Response:
-    posted(request, services, db, form)
+    view = posted(request, services, db, form)
+    revoke_session(db, view.ui, time.time())
+    log.info("dashboard sign-out", advertiser_id=view.ui.advertiser_id)
     response = see_other("/ui/login")
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
     return response
