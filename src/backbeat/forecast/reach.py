@@ -5,6 +5,11 @@ the matched rows' distinct listeners weighted ``1/p`` estimate the distinct list
 the matched requests (Horvitz-Thompson: a theta sketch whose theta is ``p``); its
 variance is ``sum((1 - p) / p^2)`` over the listeners found.
 
+When the forecaster has theta sketches of the whole log (``sketches.py``) and the
+targeting is one their algebra expresses, the slice's distinct listeners are also counted
+by the sketches; the two counts (independent hashes) are combined by inverse variance and
+the sample's per-listener frequencies are scaled to that audience.
+
 For a future window of length ``L`` the estimate is read from the last ``L`` of history
 (the audience and frequency a window of that length shows), scaled by the window's
 forecast volume against the slice's. Windows longer than the history extrapolate the reach
@@ -19,13 +24,17 @@ cap window (windows aligned to UTC like the ad server's counters).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from backbeat.catalog.vocabulary import CAP_PERIOD_SECONDS
 from backbeat.forecast.rowset import RowSet
+from backbeat.forecast.sketches import Audience, AudienceSketches
+
+DAY = 86400.0
 
 # One week-over-week change taken as a standard error held reach 96% of the time in the
 # backtest's 80% intervals; scaled to ~80%.
@@ -84,15 +93,23 @@ class ReachBasis:
 
 
 def reach_basis(
-    rowset: RowSet, matched_rows: np.ndarray, *, now: float, window_seconds: float
+    rowset: RowSet,
+    matched_rows: np.ndarray,
+    *,
+    now: float,
+    window_seconds: float,
+    whole_days: bool = False,
 ) -> ReachBasis | None:
-    """The history slice a window of ``window_seconds`` reads, per listener."""
+    """The history slice a window of ``window_seconds`` reads, per listener; ``whole_days``:
+    a whole number of days when a day or more (what the day sketches can count)."""
     if matched_rows.size == 0:
         return None
     keep = rowset.listener_keep
     ts = rowset.ts[matched_rows]
     span = max(now - rowset.start, 3600.0)
     length = min(window_seconds, span)
+    if whole_days and length >= DAY:
+        length = math.floor(length / DAY) * DAY
     recent = ts >= now - length
     rows = matched_rows[recent]
     if rows.size == 0:
@@ -130,6 +147,33 @@ def reach_basis(
     )
 
 
+def sketch_audience(
+    sketches: AudienceSketches | None,
+    basis: ReachBasis | None,
+    targeting: Mapping[str, Any],
+    slots: Sequence[int] | None = None,
+) -> Audience | None:
+    """The sketches' distinct listeners of the basis's slice (None: not countable so)."""
+    if sketches is None or basis is None:
+        return None
+    days = round(basis.length / DAY)
+    if days < 1 or abs(basis.length - days * DAY) > 1.0:
+        return None
+    return sketches.audience(targeting, days=days, slots=slots)
+
+
+def combined_audience(found: float, variance: float, audience: Audience) -> tuple[float, float]:
+    """Inverse-variance mean of the sample's count and the sketches' (independent hashes)
+    and its variance; an exact count (no variance) wins outright."""
+    sketch_variance = audience.sigma**2
+    if variance <= 0.0:
+        return found, 0.0
+    if sketch_variance <= 0.0:
+        return audience.estimate, 0.0
+    weight = 1.0 / variance + 1.0 / sketch_variance
+    return (found / variance + audience.estimate / sketch_variance) / weight, 1.0 / weight
+
+
 def estimate_reach(
     rowset: RowSet,
     basis: ReachBasis | None,
@@ -137,6 +181,7 @@ def estimate_reach(
     forecast_impressions: float,
     delivered: float | None,
     caps: Sequence[Cap] = (),
+    audience: Audience | None = None,
 ) -> ReachEstimate:
     """Reach and cap effect of delivering ``delivered`` (None: all it may use) of
     ``forecast_impressions`` matched requests.
@@ -145,14 +190,15 @@ def estimate_reach(
     each grows by ``frequency_growth`` (windows longer than the history), the audience by
     ``growth`` and by the forecast's volume against the slice's (trend). A draft taking a
     share ``q`` of the requests it may use reaches a listener with ``n`` of them with
-    probability ``1 - (1 - q)^n``.
+    probability ``1 - (1 - q)^n``. ``audience`` (the sketches' count of the slice's
+    listeners) rescales the sample's listeners to the combined count.
     """
     if basis is None or forecast_impressions <= 0:
         return ReachEstimate(0.0, 0.0, 1.0, 0)
     p = basis.keep
     counts = basis.per_listener * basis.frequency_growth
     slice_volume = float((counts / p).sum()) * basis.growth
-    audience = forecast_impressions / slice_volume if slice_volume > 0 else 1.0
+    volume_ratio = forecast_impressions / slice_volume if slice_volume > 0 else 1.0
     capped = counts
     for cap in caps:
         if cap.window_seconds is None or cap.window_seconds >= basis.window_seconds:
@@ -182,9 +228,23 @@ def estimate_reach(
         reached = (capped > 0).astype(np.float64)
     else:
         reached = -np.expm1(np.log1p(-share) * np.maximum(capped, 0.0))
-    scale = basis.growth * audience
-    reach = min(float((reached / p).sum()) * scale, delivered)
-    variance = float((reached**2 * (1.0 - p) / p**2).sum()) * scale**2
-    relative = math.sqrt(variance) / reach if reach > 0 else 0.0
+    reached_sum = float((reached / p).sum())
+    if audience is not None and reached_sum > 0:
+        # reach = combined count x the sample's reached share: the share's error is that
+        # of a ratio, the count's the combination's.
+        found = float((1.0 / p).sum())
+        count, count_variance = combined_audience(found, float(((1.0 - p) / p**2).sum()), audience)
+        ratio = reached_sum / found
+        ratio_variance = float(((reached - ratio) ** 2 * (1.0 - p) / p**2).sum()) / found**2
+        reach = min(count * ratio * basis.growth * volume_ratio, delivered)
+        relative = math.hypot(
+            math.sqrt(count_variance) / count if count > 0 else 0.0,
+            math.sqrt(ratio_variance) / ratio,
+        )
+    else:
+        scale = basis.growth * volume_ratio
+        reach = min(reached_sum * scale, delivered)
+        variance = float((reached**2 * (1.0 - p) / p**2).sum()) * scale**2
+        relative = math.sqrt(variance) / reach if reach > 0 else 0.0
     drift = DRIFT_SCALE * basis.drift
     return ReachEstimate(reach, math.hypot(relative, drift), cap_factor, int(p.shape[0]))

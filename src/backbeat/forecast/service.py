@@ -41,7 +41,7 @@ from backbeat.forecast.booked import BookedAllocation, compute_booked
 from backbeat.forecast.history import OpportunityTable, read_history
 from backbeat.forecast.projection import Projection, project
 from backbeat.forecast.rates import RateModel, fit_rates
-from backbeat.forecast.reach import caps_from, estimate_reach, reach_basis
+from backbeat.forecast.reach import caps_from, estimate_reach, reach_basis, sketch_audience
 from backbeat.forecast.rowset import (
     CLICKS,
     CONVERSIONS,
@@ -52,6 +52,7 @@ from backbeat.forecast.rowset import (
 )
 from backbeat.forecast.rowset import bulk_rows as choose_bulk_rows
 from backbeat.forecast.sample import HOUR, WEEK_HOURS, SupplySample, draw_sample
+from backbeat.forecast.sketches import AudienceSketches
 from backbeat.forecast.supply import Z80, SupplyForecast, forecast_supply, hourly_history
 from backbeat.observability import log
 from backbeat.serving.snapshot import ServableLineItem
@@ -213,6 +214,7 @@ class Forecaster:
     rows: RowSet | None = None
     bulk_rows: RowSet | None = None
     bulk_share: float = 1.0  # the bulk subsample's share of the sample's listeners
+    sketches: AudienceSketches | None = None  # theta sketches of the whole log (reach)
 
     @property
     def _cells(self) -> int:
@@ -303,6 +305,7 @@ class Forecaster:
             else make_rowset(sample, booked, projection, pool, thinning=thinning, **rates)
         )
         sample.source_stratum = np.zeros(0, dtype=np.int32)  # only the build needed it
+        sketches = AudienceSketches.build(table, now=now)  # every listener, not the sample
         sample.matcher._cache.clear()  # the booked items' masks: forecasts use the row sets'
         note = None
         if sample.size == 0:
@@ -323,6 +326,7 @@ class Forecaster:
             rows=full,
             bulk_rows=bulk,
             bulk_share=min(thinning, 1.0),
+            sketches=sketches,
         )
         forecaster.build_seconds = time.perf_counter() - started
         log.info(
@@ -530,7 +534,14 @@ class Forecaster:
         relative = math.hypot(model_error, sampling_error) * self.interval_scale
 
         caps = caps_from(list(query.frequency_caps or ()))
-        basis = reach_basis(aux, aux_rows, now=self.now, window_seconds=window_seconds)
+        basis = reach_basis(
+            aux,
+            aux_rows,
+            now=self.now,
+            window_seconds=window_seconds,
+            whole_days=self.sketches is not None,
+        )
+        audience = sketch_audience(self.sketches, basis, query.targeting or {}, query.slots)
         cap_factor = 1.0
         if caps:
             cap_factor = estimate_reach(
@@ -542,7 +553,12 @@ class Forecaster:
         if query.goal_impressions:
             delivered = min(float(query.goal_impressions), available)
         reach = estimate_reach(
-            aux, basis, forecast_impressions=matched, delivered=delivered, caps=caps
+            aux,
+            basis,
+            forecast_impressions=matched,
+            delivered=delivered,
+            caps=caps,
+            audience=audience,
         )
         reach_error = math.hypot(model_error, reach.relative_error) * self.interval_scale
         frequency = delivered / reach.reach if reach.reach > 0 else 0.0

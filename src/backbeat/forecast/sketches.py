@@ -1,0 +1,311 @@
+"""Distinct listeners of a targeting from Apache DataSketches theta sketches of the whole log.
+
+Why: the supply sample keeps a share of listeners, so its Horvitz-Thompson count of a
+small audience is noisy; a theta sketch per targeting value and day, built from every
+listener of the decision log, answers unions (values of one key, days of a window),
+intersections (keys) and differences (``not``) with bounded memory (at most ``2^lg_k``
+hashes each) and a stated error (``get_lower_bound``/``get_upper_bound``).
+
+The algebra is exact only where set algebra over *listeners* equals the targeting over
+*requests*: "a listener with a US request and a listener with a news request" is "a
+listener with a US news request" only if one of the two keys never changes within a
+listener. So each key is classed at build time as listener-level (constant per listener
+in the history: country, device, segments...) or request-level (genre, daypart...); an
+expression with at most one request-level key is answered here (a request-level ``not``
+as the union of the key's other values and "absent"; a listener-level one by
+``theta_a_not_b``); anything else (two request-level keys, ``any``, nested ``not``,
+unknown keys) returns None and reach falls back to the sample.
+
+Days are counted back from ``now`` (bucket ``j`` holds ``[now - (j + 1) d, now - j d)``),
+so a slice of whole days before ``now`` is exactly a union of buckets. Unions per value
+and per value set are cached (LRU): a batch of drafts over the same flight shares them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from datasketches import (
+    compact_theta_sketch,
+    theta_a_not_b,
+    theta_intersection,
+    theta_union,
+    update_theta_sketch,
+)
+
+from backbeat.forecast.history import OpportunityTable
+from backbeat.forecast.sample import listener_hashes
+from backbeat.serving.targeting_index import split_expression
+
+DAY = 86400.0
+LG_K = 12  # 4,096 hashes per sketch: relative standard error about 1/sqrt(4096) = 1.6%
+ABSENT = -1
+# A key is listener-level when at most this share of its listeners show two values.
+LISTENER_LEVEL_SHARE = 0.005
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Distinct listeners (scaled to the whole audience) and the standard error."""
+
+    estimate: float
+    sigma: float
+
+
+def _empty() -> compact_theta_sketch:
+    return update_theta_sketch(LG_K).compact()
+
+
+@dataclass
+class AudienceSketches:
+    """Compact theta sketches of listener ids per (key, value code, day bucket)."""
+
+    now: float
+    days: int
+    lg_k: int
+    codes: dict[str, dict[Any, int]]  # key -> value -> code (as the table coded it)
+    sketches: dict[tuple[str, int], list[compact_theta_sketch | None]]  # (key, code) -> buckets
+    everyone: list[compact_theta_sketch | None]
+    listener_level: frozenset[str]
+    scale: float = 1.0  # 1 / the decision log's listener sampling rate
+    log_rate: float = 1.0
+    cache_entries: int = 2048
+    _cache: OrderedDict[tuple[Any, ...], compact_theta_sketch] = field(
+        default_factory=OrderedDict, repr=False
+    )
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        table: OpportunityTable,
+        *,
+        now: float,
+        max_days: int = 56,
+        lg_k: int = LG_K,
+        max_values: int = 64,
+    ) -> AudienceSketches | None:
+        """Sketches of the last ``max_days`` days of ``table`` for every key with at most
+        ``max_values`` values; None when the log mixes listener sampling rates (its
+        listener counts cannot be scaled by one number)."""
+        if table.size == 0:
+            return None
+        by_listener = table.listener_sampled()
+        rates = np.unique(table.rate[by_listener])
+        if rates.size > 1:
+            return None
+        log_rate = float(rates[0]) if rates.size else 1.0
+        span = max(now - float(table.ts.min()), DAY)
+        days = int(min(max_days, math.ceil(span / DAY)))
+        bucket = np.floor_divide(now - table.ts, DAY).astype(np.int64)
+        recent = np.flatnonzero((bucket >= 0) & (bucket < days))
+        bucket = bucket[recent]
+        listener = table.listener[recent].astype(np.int64)
+        hashes = listener_hashes(table.listeners).view(np.int64)
+        population = max(len(table.listeners), 1)
+
+        def sketch_groups(codes: np.ndarray, rows_listener: np.ndarray, rows_bucket: np.ndarray):
+            """One compact sketch per (code, bucket) of the distinct listeners in it."""
+            composite = ((codes.astype(np.int64) + 1) * days + rows_bucket) * population + (
+                rows_listener
+            )
+            unique = np.unique(composite)
+            group = unique // population
+            who = unique % population
+            starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
+            ends = np.append(starts[1:], unique.size)
+            out: dict[tuple[int, int], compact_theta_sketch] = {}
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                sketch = update_theta_sketch(lg_k)
+                for value in hashes[who[start:end]].tolist():
+                    sketch.update(value)
+                sketch.trim()
+                key = int(group[start])
+                out[(key // days - 1, key % days)] = sketch.compact()
+            return out
+
+        sketches: dict[tuple[str, int], list[compact_theta_sketch | None]] = {}
+        codes: dict[str, dict[Any, int]] = {}
+        listener_level = set()
+        for key, column in table.single.items():
+            vocab = table.vocab[key]
+            if len(vocab) > max_values:
+                continue
+            codes[key] = dict(vocab.codes)
+            values = column[recent]
+            for (code, day), sketch in sketch_groups(values, listener, bucket).items():
+                sketches.setdefault((key, code), [None] * days)[day] = sketch
+            if _constant_per_listener(column.astype(np.int64), table.listener):
+                listener_level.add(key)
+        if 0 < len(table.segment_vocab) <= max_values:
+            codes["segments"] = dict(table.segment_vocab.codes)
+            lengths = np.diff(table.segment_ptr)
+            entry_rows = np.repeat(np.arange(table.size), lengths)
+            keep = np.isin(entry_rows, recent)
+            rows = entry_rows[keep]
+            row_bucket = np.floor_divide(now - table.ts[rows], DAY).astype(np.int64)
+            groups = sketch_groups(
+                table.segment_codes[keep], table.listener[rows].astype(np.int64), row_bucket
+            )
+            for (code, day), sketch in groups.items():
+                sketches.setdefault(("segments", code), [None] * days)[day] = sketch
+            # Segments are listener-level when each listener's list never changes.
+            signature = np.zeros(table.size, dtype=np.int64)
+            np.add.at(
+                signature,
+                entry_rows,
+                (table.segment_codes.astype(np.int64) + 1) * 0x9E3779B1 % (1 << 36),
+            )
+            if _constant_per_listener(signature, table.listener):
+                listener_level.add("segments")
+        everyone_groups = sketch_groups(np.zeros(recent.size, dtype=np.int64), listener, bucket)
+        everyone: list[compact_theta_sketch | None] = [None] * days
+        for (_, day), sketch in everyone_groups.items():
+            everyone[day] = sketch
+        return cls(
+            now=now,
+            days=days,
+            lg_k=lg_k,
+            codes=codes,
+            sketches=sketches,
+            everyone=everyone,
+            listener_level=frozenset(listener_level),
+            scale=1.0 / log_rate,
+            log_rate=log_rate,
+        )
+
+    # -- answering --------------------------------------------------------------------------
+
+    def audience(
+        self,
+        expression: Mapping[str, Any],
+        *,
+        days: int,
+        slots: Sequence[int] | None = None,
+    ) -> Audience | None:
+        """Distinct listeners with a request the expression (and ``slots``) admits in the
+        last ``days`` days before ``now``; None when the algebra cannot express it."""
+        if not 1 <= days <= self.days:
+            return None
+        split = split_expression(expression)
+        if split.residual:
+            return None
+        includes = dict(split.includes)
+        if slots:
+            values = frozenset(slots)
+            includes["slots"] = includes["slots"] & values if "slots" in includes else values
+        excludes: dict[str, frozenset[Any]] = {}
+        for key, values in split.excludes.items():
+            if key not in self.codes:
+                return None
+            if key in self.listener_level:
+                excludes[key] = frozenset(values)
+                continue
+            if key == "segments":  # a row's other segments do not make "not a" true
+                return None
+            # A request-level ``not``: the requests with any other value (or none).
+            allowed = frozenset(self.codes[key]) - frozenset(values)
+            others = includes[key] & allowed if key in includes else allowed
+            includes[key] = others | {None}
+        if any(key not in self.codes for key in includes):
+            return None
+        if sum(key not in self.listener_level for key in includes) > 1:
+            return None
+        parts = [self._key_union(key, values, days) for key, values in sorted(includes.items())]
+        if parts:
+            result = parts[0]
+            if len(parts) > 1:
+                intersection = theta_intersection()
+                for part in sorted(parts, key=lambda sketch: sketch.get_estimate()):
+                    intersection.update(part)
+                result = intersection.get_result()
+        else:
+            result = self._union_of_buckets(("*", days), self.everyone[:days])
+        for key, values in sorted(excludes.items()):
+            if result.is_empty():
+                break
+            result = theta_a_not_b().compute(result, self._key_union(key, values, days))
+        return self._scaled(result)
+
+    def _scaled(self, sketch: compact_theta_sketch) -> Audience:
+        estimate = sketch.get_estimate()
+        sigma = (sketch.get_upper_bound(1) - sketch.get_lower_bound(1)) / 2.0
+        # A log that kept listeners with probability r: each logged one stands for 1/r, a
+        # binomial thinning on top of the sketch's own error.
+        thinning = estimate * (1.0 - self.log_rate) * self.scale**2
+        return Audience(estimate * self.scale, math.sqrt((sigma * self.scale) ** 2 + thinning))
+
+    def _key_union(self, key: str, values: Iterable[Any], days: int) -> compact_theta_sketch:
+        """Listeners with a request of one of ``values`` of ``key`` (None: absent) in the
+        last ``days`` days."""
+        table = self.codes[key]
+        codes = sorted({ABSENT if value is None else table.get(value, -2) for value in values})
+        codes = [code for code in codes if code != -2]
+        cache_key = (key, tuple(codes), days)
+        found = self._cached(cache_key)
+        if found is not None:
+            return found
+        per_value = [self._value_union(key, code, days) for code in codes]
+        return self._store(cache_key, _union(per_value, self.lg_k))
+
+    def _value_union(self, key: str, code: int, days: int) -> compact_theta_sketch:
+        buckets = self.sketches.get((key, code))
+        if buckets is None:
+            return _empty()
+        return self._union_of_buckets((key, code, days), buckets[:days])
+
+    def _union_of_buckets(
+        self, cache_key: tuple[Any, ...], buckets: Sequence[compact_theta_sketch | None]
+    ) -> compact_theta_sketch:
+        found = self._cached(cache_key)
+        if found is not None:
+            return found
+        return self._store(
+            cache_key, _union([sketch for sketch in buckets if sketch is not None], self.lg_k)
+        )
+
+    def _cached(self, key: tuple[Any, ...]) -> compact_theta_sketch | None:
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+        return found
+
+    def _store(self, key: tuple[Any, ...], sketch: compact_theta_sketch) -> compact_theta_sketch:
+        self._cache[key] = sketch
+        if len(self._cache) > self.cache_entries:
+            self._cache.popitem(last=False)
+        return sketch
+
+    @property
+    def retained(self) -> int:
+        """Hashes held by the day sketches (8 bytes each): the memory they take."""
+        count = sum(s.num_retained for s in self.everyone if s is not None)
+        for buckets in self.sketches.values():
+            count += sum(s.num_retained for s in buckets if s is not None)
+        return count
+
+
+def _union(sketches: Sequence[compact_theta_sketch], lg_k: int) -> compact_theta_sketch:
+    if not sketches:
+        return _empty()
+    if len(sketches) == 1:
+        return sketches[0]
+    union = theta_union(lg_k)
+    for sketch in sketches:
+        union.update(sketch)
+    return union.get_result()
+
+
+def _constant_per_listener(values: np.ndarray, listener: np.ndarray) -> bool:
+    """At most ``LISTENER_LEVEL_SHARE`` of the listeners show two different ``values``."""
+    if values.size == 0:
+        return True
+    pairs = np.unique(listener.astype(np.int64) * (1 << 42) + (values - values.min()))
+    _, per_listener = np.unique(pairs >> 42, return_counts=True)
+    return bool((per_listener > 1).mean() <= LISTENER_LEVEL_SHARE)
