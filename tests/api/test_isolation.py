@@ -170,6 +170,12 @@ def test_an_advertiser_sees_and_changes_only_its_own_objects(client):
     assert_problem(
         client.get("/v1/reports/delivery", params=report, headers=key), 404, "campaign-not-found"
     )
+    their_item = {"line_item_id": theirs["line-items"]["id"]}
+    assert_problem(
+        client.get("/v1/reports/frequency", params=their_item, headers=key),
+        404,
+        "line-item-not-found",
+    )
     assert catalog_state(client) == before
     for path in RESOURCES:
         stored = client.get(f"/v1/{path}/{theirs[path]['id']}", headers=ADMIN).json()
@@ -210,6 +216,11 @@ def test_an_advertiser_sees_and_changes_only_its_own_objects(client):
     )
     report["campaign_id"] = mine["campaigns"]["id"]
     assert client.get("/v1/reports/delivery", params=report, headers=key).status_code == 200
+    own = client.get(
+        "/v1/reports/frequency", params={"line_item_id": mine["line-items"]["id"]}, headers=key
+    )
+    assert own.status_code == 200 and own.json()["reach"] == 0, own.text
+    assert [b["min_impressions"] for b in own.json()["buckets"]] == list(range(1, 11))
 
     # slots are public inventory: listed and read without any key
     public = client.get("/v1/slots")

@@ -14,6 +14,7 @@ grace period (for writers whose segments are read late).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from backbeat.errors import InvalidInput
 from backbeat.eventlog import Checkpoint
+from backbeat.events import EventType
 from backbeat.measurement.delivery import COLUMN_OF
 from backbeat.measurement.delivery_deltas import (
     COUNTED_TYPES,
@@ -38,11 +40,12 @@ from backbeat.measurement.delivery_deltas import (
 from backbeat.measurement.models import CountedEvent, CountingState, RejectedRecord
 from backbeat.observability import log
 from backbeat.reporting.metrics import BAD_RECORDS, COUNTED_EVENTS, DUPLICATES
-from backbeat.reporting.models import DeliveryHourly, RejectedHourly
+from backbeat.reporting.models import DeliveryHourly, ListenerFrequency, RejectedHourly
 
 DEFAULT_GRACE_SECONDS = 24 * 3600
 LOOKUP_CHUNK = 500
-NANOS_PER_MICRO_CPM = Decimal(10**9)  # spend = CPM micros summed / 10^9
+NANOS_PER_MICRO_CPM = Decimal(10**9)
+IMPRESSION = EventType.IMPRESSION.value  # spend = CPM micros summed / 10^9
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ def positions_of(state: CountingState) -> dict[str, int]:
 
 def reset_counts(session: Session, consumer: str) -> None:
     """Forget every count and all state, for a full recount in the same transaction."""
-    for table in (DeliveryHourly, RejectedHourly, CountedEvent):
+    for table in (DeliveryHourly, RejectedHourly, CountedEvent, ListenerFrequency):
         session.execute(delete(table))
     session.execute(delete(RejectedRecord).where(RejectedRecord.consumer == consumer))
     session.execute(delete(CountingState).where(CountingState.consumer == consumer))
@@ -133,7 +136,8 @@ def commit_batch(
     state = state_of(session, consumer)
     outcome = BatchOutcome(records=len(records))
     if records:
-        counted = _counted_copies(session, _decisions_of(records))
+        decisions, listeners = _decisions_of(records)
+        counted = _counted_copies(session, decisions)
         batch = count_deltas(
             records,
             counted,
@@ -142,6 +146,13 @@ def commit_batch(
             beam_min_records=policy.beam_min_records,
         )
         touched = _apply(session, consumer, batch, policy)
+        _upsert(
+            session,
+            ListenerFrequency.__table__,  # type: ignore[arg-type]
+            _new_impressions(batch, counted, listeners),
+            ("line_item_id", "listener_hash"),
+            add=("impressions",),
+        )
         outcome.counted = sum(count for *_, count, _spend in batch.deltas)
         outcome.duplicates = batch.duplicates
         outcome.rejected = sum(n for _, _, n in batch.rejected)
@@ -170,17 +181,49 @@ def commit_batch(
     return outcome
 
 
-def _decisions_of(records: Iterable[tuple[str, bytes]]) -> set[str]:
-    """Decision ids the batch mentions, to fetch only their de-duplication state."""
+def _decisions_of(records: Iterable[tuple[str, bytes]]) -> tuple[set[str], dict[str, str]]:
+    """Decision ids the batch mentions (to fetch only their de-duplication state), and
+    the listener of each decision with an impression in the batch."""
     decisions: set[str] = set()
+    listeners: dict[str, str] = {}
     for _, payload in records:
         try:
-            decision = orjson.loads(payload).get("decision_id")
+            record = orjson.loads(payload)
+            decision = record.get("decision_id")
         except (orjson.JSONDecodeError, AttributeError):
             continue
         if isinstance(decision, str) and decision:
             decisions.add(decision)
-    return decisions
+            listener = record.get("listener")
+            if record.get("type") == IMPRESSION and isinstance(listener, str) and listener:
+                listeners[decision] = listener
+    return decisions, listeners
+
+
+def listener_hash(listener: str) -> int:
+    """A signed 64-bit BLAKE2b of the listener id: what the frequency table stores."""
+    digest = hashlib.blake2b(listener.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _new_impressions(
+    batch: DeltaBatch, counted: dict[Key, Copy], listeners: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One frequency increment per impression counted for the first time in this batch
+    (a duplicate, or an earlier copy replacing a counted one, adds nothing)."""
+    increments: dict[tuple[int, int], int] = {}
+    for (decision, kind), copy in batch.state.items():
+        if kind != IMPRESSION or (decision, kind) in counted:
+            continue
+        listener = listeners.get(decision)
+        if listener is None:  # unknown listener: not in the distribution
+            continue
+        key = (copy.line_item_id, listener_hash(listener))
+        increments[key] = increments.get(key, 0) + 1
+    return [
+        {"line_item_id": item, "listener_hash": hashed, "impressions": n}
+        for (item, hashed), n in increments.items()
+    ]
 
 
 def _counted_copies(session: Session, decisions: set[str]) -> dict[Key, Copy]:

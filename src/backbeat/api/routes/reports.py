@@ -11,12 +11,13 @@ from pydantic import BaseModel
 
 from backbeat.api.deps import PrincipalDep, ServicesDep, SessionDep
 from backbeat.catalog.schemas import MoneyOut
-from backbeat.catalog.service import CAMPAIGNS, get_object
+from backbeat.catalog.service import CAMPAIGNS, LINE_ITEMS, get_object
 from backbeat.errors import InvalidInput
 from backbeat.eventlog import EventLogUnavailable
 from backbeat.observability import log
 from backbeat.promotion.reporting import PromotionReportRun, run_promotion_report
 from backbeat.reporting.counting import CountingPolicy
+from backbeat.reporting.frequency import frequency_distribution
 from backbeat.reporting.service import ReportRun, delivery_report, run_delivery_report
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -98,6 +99,54 @@ def get_delivery(
                 click_through_rate=_rate(line.clicks, line.impressions),
             )
             for line in lines
+        ],
+    )
+
+
+class FrequencyBucketOut(BaseModel):
+    """Listeners who heard the line item ``min_impressions``..``max_impressions`` times
+    (``max_impressions`` null: or more)."""
+
+    min_impressions: int
+    max_impressions: int | None
+    listeners: int
+    impressions: int
+
+
+class FrequencyReport(BaseModel):
+    line_item_id: int
+    reach: int
+    impressions: int
+    average_frequency: float | None
+    buckets: list[FrequencyBucketOut]
+
+
+@router.get("/frequency")
+def get_frequency(
+    session: SessionDep,
+    principal: PrincipalDep,
+    line_item_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
+    top: Annotated[int, Query(ge=2, le=100)] = 10,
+) -> FrequencyReport:
+    """How many distinct listeners heard the line item once, twice, ... ``top`` or more
+    times, from counted impressions (requests without a listener id are not in it)."""
+    get_object(session=session, resource=LINE_ITEMS, object_id=line_item_id, principal=principal)
+    found = frequency_distribution(session, line_item_id, top=top)
+    return FrequencyReport(
+        line_item_id=line_item_id,
+        reach=found.reach,
+        impressions=found.impressions,
+        average_frequency=None
+        if found.average_frequency is None
+        else round(found.average_frequency, 6),
+        buckets=[
+            FrequencyBucketOut(
+                min_impressions=b.low,
+                max_impressions=b.high,
+                listeners=b.listeners,
+                impressions=b.impressions,
+            )
+            for b in found.buckets
         ],
     )
 
