@@ -16,11 +16,11 @@ import os
 import random
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backbeat.catalog.vocabulary import AuctionType, Tier
+from backbeat.catalog.vocabulary import AuctionType
 from backbeat.errors import BadRequest
 from backbeat.serving.auction import clearing_price
 from backbeat.serving.ledger import Ledger
@@ -129,33 +129,61 @@ class Decider:
         """Fill up to ``pod.max_ads`` positions; a no-fill is one unfilled decision."""
         if self.drive_pacing:
             self.pacing.maybe_update(now, snapshot, self.ledger)
+        index = snapshot.index
         attributes = request_attributes(
-            request, slot.surface, slot.position, now, snapshot.index.keys_in_use
+            request, slot.surface, slot.position, now, index.keys_in_use
         )
-        bits = snapshot.index.candidates(attributes)
-        if not bits:
-            return [self._unfilled(request, slot, now, "no-targeting-match", 0, bits, attributes)]
+        targeted = index.candidates(attributes)
+        if not targeted:
+            return [
+                self._unfilled(request, slot, now, "no-targeting-match", 0, targeted, attributes)
+            ]
         reserve = slot.reserve_for(request.country)
-        reasons: Counter[str] = Counter()
+        # Why items dropped out, as (walk position, reason, count): only a no-fill reads them.
+        blocked: list[tuple[float, str, int]] = []
+        planned = self._planned(snapshot, targeted, now, blocked)
+        checks = snapshot.checks
+        # Flight, currency and reserve as bitsets: the walk visits only items passing them.
+        static = checks.live(now) & checks.priced(slot.currency, reserve)
+        rest = planned & static
+        items = snapshot.line_items
+        budget_block = self.ledger.budget_block
+        pacing = self.pacing
+        coin = self._rng.random
+        # ``ahead`` holds items pulled but not used up (short-listed behind a winner, or
+        # looked at while pricing), best first; ``cursor`` is the walk's last position.
+        ahead: list[ServableLineItem] = []
+        eligible_seen = 0
+        cursor = -1
+
+        def pull() -> ServableLineItem | None:
+            """The next locally eligible item, best first (budgets and pacing checked here)."""
+            nonlocal rest, eligible_seen, cursor
+            if ahead:
+                return ahead.pop(0)
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                cursor = low.bit_length() - 1
+                item = items[cursor]
+                reason = budget_block(item, item.cpm_micros, now)
+                if reason is None and item.even_paced:
+                    pacing.record_attempt(item)
+                    probability = pacing.probability(item)
+                    if probability < 1.0 and coin() >= probability:
+                        reason = "paced"
+                if reason is None:
+                    eligible_seen += 1
+                    return item
+                blocked.append((cursor, reason, 1))
+            cursor = len(items)  # exhausted: every filtered item was passed
+            return None
+
+        open_break = pod.min_ad_ms is None and pod.max_ad_ms is None and pod.max_duration_ms is None
         chosen: list[Decision] = []
         advertisers: set[int] = set()
         categories: set[str] = set()
         used_ms = 0
-        # Locally eligible items, best first; ``ahead`` holds those pulled but not used up
-        # (short-listed behind a winner, or looked at while pricing), in the same order.
-        walk = self._eligible(snapshot, slot, reserve, self._planned(snapshot, bits, now, reasons), now, reasons)  # fmt: skip
-        ahead: list[ServableLineItem] = []
-        eligible_seen = 0
-
-        def pull() -> ServableLineItem | None:
-            nonlocal eligible_seen
-            if ahead:
-                return ahead.pop(0)
-            item = next(walk, None)
-            eligible_seen += item is not None
-            return item
-
-        open_break = pod.min_ad_ms is None and pod.max_ad_ms is None and pod.max_duration_ms is None
 
         def unfit(item: ServableLineItem) -> str | None:
             """Why ``item`` cannot take this position of the pod (None: it can)."""
@@ -169,76 +197,92 @@ class Decider:
                 return "creative-does-not-fit"
             return None
 
+        listener = request.listener
         while len(chosen) < pod.max_ads:
-            shortlist: list[tuple[ServableLineItem, ServableCreative]] = []
+            shortlist: list[ServableLineItem] = []
             while (item := pull()) is not None:
-                reason = unfit(item)
-                if reason is not None:  # it cannot fit a later position either
-                    reasons[reason] += 1
-                    continue
-                creative = self._creative(item, pod, used_ms)
-                assert creative is not None
-                shortlist.append((item, creative))
+                if not open_break or advertisers:
+                    reason = unfit(item)
+                    if reason is not None:  # it cannot fit a later position either
+                        blocked.append((cursor, reason, 1))
+                        continue
+                shortlist.append(item)
                 # Enough once an uncapped item (it cannot fail the caps step) has a runner-up
                 # of another tier or price behind it: its tie group is then complete.
                 if len(shortlist) >= SHORTLIST or (
                     len(shortlist) >= 2
-                    and not shortlist[-2][0].caps
-                    and _rank(shortlist[-1][0]) != _rank(shortlist[-2][0])
+                    and not shortlist[-2].caps
+                    and item.rank != shortlist[-2].rank
                 ):
                     break
             if not shortlist:
                 break
-            self._shuffle_ties(shortlist)
-            position, reason = self.ledger.acquire_caps(
-                request.listener, [item for item, _ in shortlist], now
-            )
+            if len(shortlist) > 1:
+                self._shuffle_ties(shortlist)
+            position, reason = self.ledger.acquire_caps(listener, shortlist, now)
             if position is None:
-                reasons[reason] += len(shortlist)
+                blocked.append((cursor + 0.5, reason, len(shortlist)))
                 continue
-            item, creative = shortlist[position]
+            item = shortlist[position]
             # Short-listed items after the winner were never cap-checked: they stay candidates
             # (those before it are capped for this listener and drop out).
-            ahead[:0] = [entry for entry, _ in shortlist[position + 1 :]]
-            price = self._price(slot, item, reserve, request.listener, now, pull, ahead, unfit)
+            if position + 1 < len(shortlist):
+                ahead[:0] = shortlist[position + 1 :]
+            creative = self._creative(item, pod, used_ms)
+            assert creative is not None  # ``unfit`` checked that one fits
+            price = self._price(slot, item, reserve, listener, now, pull, ahead, unfit)
             decision_id = new_decision_id(now)
             self.ledger.commit_spend(item, price, now, decision_id)
             chosen.append(
                 Decision(
                     decision_id, now, request, slot, item, creative, price,
                     eligible=eligible_seen, sequence=len(chosen) + 1 if pod.max_ads > 1 else None,
-                    targeted=bits, attributes=attributes,
+                    targeted=targeted, attributes=attributes,
                 )
             )  # fmt: skip
             advertisers.add(item.advertiser_id)
             categories |= item.top_categories
             used_ms += creative.duration_ms
-        if not chosen:
-            reason = reasons.most_common(1)[0][0] if reasons else "no-eligible-line-item"
-            return [self._unfilled(request, slot, now, reason, eligible_seen, bits, attributes)]
-        return chosen
+        if chosen:
+            return chosen
+        # The filtered items the walk passed over count too (all of them once it is exhausted).
+        passed = planned & ~static & ((1 << cursor) - 1 if cursor > 0 else 0)
+        reason = self._no_fill_reason(snapshot, passed, blocked, now, slot, reserve)
+        return [self._unfilled(request, slot, now, reason, eligible_seen, targeted, attributes)]
 
     # -- steps --------------------------------------------------------------------------
 
-    def _eligible(
-        self,
+    @staticmethod
+    def _no_fill_reason(
         snapshot: Snapshot,
+        passed: int,
+        blocked: list[tuple[float, str, int]],
+        now: float,
         slot: ServableSlot,
         reserve: int,
-        bits: int,
-        now: float,
-        reasons: Counter[str],
-    ) -> Iterator[ServableLineItem]:
-        """Targeted line items, best first, that pass every check not needing the ledger's caps."""
-        for position in iter_bits(bits):
-            item = snapshot.line_items[position]
-            reason = self._local_block(item, slot, reserve, now)
-            if reason is not None:
-                reasons[reason] += 1
-                continue
-            yield item
+    ) -> str:
+        """The most common reason, ties going to the one met first in best-first order.
 
-    def _planned(self, snapshot: Snapshot, bits: int, now: float, reasons: Counter[str]) -> int:
+        Items the static bitsets filtered out count at their own positions, as if the walk
+        had tested them one by one (``passed``: those before the walk's last position).
+        """
+        checks = snapshot.checks
+        found = list(blocked)
+        for position in iter_bits(passed):
+            reason = checks.reason(position, now, slot.currency, reserve)
+            if reason is not None:
+                found.append((position, reason, 1))
+        if not found:
+            return "no-eligible-line-item"
+        found.sort(key=_position)
+        reasons: Counter[str] = Counter()
+        for _, reason, count in found:
+            reasons[reason] += count
+        return reasons.most_common(1)[0][0]
+
+    def _planned(
+        self, snapshot: Snapshot, bits: int, now: float, blocked: list[tuple[float, str, int]]
+    ) -> int:
         """The candidates, less the planned guaranteed items the plan's online rule passes over.
 
         With an HWM or SHALE plan loaded, a request several planned items want goes to at
@@ -256,26 +300,8 @@ class Decider:
         excluded = rule.pick(bits, now, self._rng.random())
         if not excluded:
             return bits
-        reasons["allocated-elsewhere"] += excluded.bit_count()
+        blocked.append((-1, "allocated-elsewhere", excluded.bit_count()))
         return bits & ~excluded
-
-    def _local_block(
-        self, item: ServableLineItem, slot: ServableSlot, reserve: int, now: float
-    ) -> str | None:
-        if not item.start_ts <= now < item.end_ts:
-            return "outside-flight"
-        if item.currency != slot.currency:
-            return "currency-mismatch"
-        if item.cpm_micros < reserve and not item.is_house:  # cheap test first
-            return "below-reserve"
-        reason = self.ledger.budget_block(item, item.cpm_micros, now)
-        if reason is not None:
-            return reason
-        self.pacing.record_attempt(item)
-        probability = self.pacing.probability(item)
-        if probability < 1.0 and self._rng.random() >= probability:
-            return "paced"
-        return None
 
     def _creative(
         self, item: ServableLineItem, pod: PodRequest, used_ms: int
@@ -291,19 +317,13 @@ class Decider:
         self._rotation += 1
         return fitting[self._rotation % len(fitting)]
 
-    def _shuffle_ties(self, shortlist: list[tuple[ServableLineItem, ServableCreative]]) -> None:
+    def _shuffle_ties(self, shortlist: list[ServableLineItem]) -> None:
         """Equal tier and price: order by the seeded RNG so delivery spreads, reproducibly."""
         start = 0
         while start < len(shortlist):
             end = start + 1
-            head = shortlist[start][0]
-            while end < len(shortlist) and (
-                shortlist[end][0].tier_rank,
-                shortlist[end][0].cpm_micros,
-            ) == (
-                head.tier_rank,
-                head.cpm_micros,
-            ):
+            rank = shortlist[start].rank
+            while end < len(shortlist) and shortlist[end].rank == rank:
                 end += 1
             if end - start > 1:
                 group = shortlist[start:end]
@@ -329,7 +349,7 @@ class Decider:
         budget, pacing), fitting this pod position with a creative, and under its caps for
         this listener (checked, not counted). A capped or unfit bidder sets no price.
         """
-        if item.tier != Tier.NON_GUARANTEED:
+        if not item.in_auction:
             return item.cpm_micros  # fixed-price deals and house ads pay their own CPM
         if slot.auction == AuctionType.FIRST_PRICE:
             return item.cpm_micros
@@ -337,7 +357,7 @@ class Decider:
         looked: list[ServableLineItem] = []
         while (other := pull()) is not None:
             looked.append(other)
-            if other.tier != Tier.NON_GUARANTEED:
+            if not other.in_auction:
                 break  # best first: no non-guaranteed bidder comes after another tier
             if other.cpm_micros < reserve:
                 break  # and none after this one clears the reserve either
@@ -368,5 +388,5 @@ class Decider:
         )  # fmt: skip
 
 
-def _rank(item: ServableLineItem) -> tuple[int, int]:
-    return item.tier_rank, item.cpm_micros
+def _position(entry: tuple[float, str, int]) -> float:
+    return entry[0]

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from backbeat.catalog.models import AdSlot, Advertiser, Campaign, Creative, LineItem
 from backbeat.catalog.service import catalog_version
-from backbeat.catalog.vocabulary import CAP_PERIOD_SECONDS, TIER_RANK, Status, Tier
+from backbeat.catalog.vocabulary import CAP_PERIOD_SECONDS, TIER_RANK, Pacing, Status, Tier
+from backbeat.serving.static_checks import StaticChecks
 from backbeat.serving.targeting_index import TargetingIndex
 from backbeat.types import to_micros
 
@@ -44,7 +45,10 @@ def cap_rules(scope: str, caps: list[dict[str, Any]] | None) -> tuple[CapRule, .
         period = CAP_PERIOD_SECONDS[cap["period"]]
         window = None if period is None else period * int(cap.get("length", 1))
         tightest[window] = min(int(cap["count"]), tightest.get(window, int(cap["count"])))
-    return tuple(CapRule(scope=scope, count=count, window_seconds=window) for window, count in tightest.items())
+    return tuple(
+        CapRule(scope=scope, count=count, window_seconds=window)
+        for window, count in tightest.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,10 @@ class ServableLineItem:
     top_categories: frozenset[str] = field(
         init=False, default=frozenset(), repr=False, compare=False
     )
+    # Plain values the decider reads per candidate instead of comparing enums there.
+    in_auction: bool = field(init=False, default=False, repr=False, compare=False)
+    even_paced: bool = field(init=False, default=False, repr=False, compare=False)
+    rank: tuple[int, int] = field(init=False, default=(0, 0), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         found = {category for creative in self.creatives for category in creative.categories}
@@ -97,6 +105,9 @@ class ServableLineItem:
         object.__setattr__(self, "categories", frozenset(found))
         tops = frozenset(category.split("-", 1)[0] for category in found)
         object.__setattr__(self, "top_categories", tops)
+        object.__setattr__(self, "in_auction", self.tier == Tier.NON_GUARANTEED)
+        object.__setattr__(self, "even_paced", self.pacing == Pacing.EVEN)
+        object.__setattr__(self, "rank", (self.tier_rank, self.cpm_micros))
 
     @property
     def is_house(self) -> bool:
@@ -128,6 +139,7 @@ class Snapshot:
     line_items: tuple[ServableLineItem, ...]
     slots: dict[int, ServableSlot]
     index: TargetingIndex
+    checks: StaticChecks = field(default_factory=lambda: StaticChecks(()), repr=False)
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -143,6 +155,7 @@ class Snapshot:
             line_items=tuple(ordered),
             slots={slot.id: slot for slot in slots},
             index=TargetingIndex.build(item.targeting for item in ordered),
+            checks=StaticChecks(ordered),
         )
 
 
