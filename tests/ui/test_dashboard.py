@@ -673,6 +673,35 @@ def test_campaign_chart_table_and_csv_carry_the_reports_numbers(any_client, cloc
     ]
 
 
+def test_line_item_frequency_chart_matches_the_api_and_what_was_fired(any_client, clock):
+    client = any_client
+    booked = book_servable(client, line_item={"tier": "guaranteed", "cpm": "4.00"})
+    item_id = booked["line_item"]["id"]
+    client.app.state.services.ad_server.refresh(force=True)
+    heard = {"heavy": 4, "mid": 2, "light-a": 1, "light-b": 1}  # hand-worked: 1,1,2,4
+    for listener, times in heard.items():
+        for _ in range(times):
+            decision = client.post(
+                "/v1/decisions", json={"slot_id": booked["slot"]["id"], "listener": listener}
+            ).json()
+            assert decision["line_item_id"] == item_id
+            for _ in range(2):  # a pixel fired twice counts once
+                assert client.get(decision["tracking"]["impression"]).status_code == 204
+    assert client.post("/v1/reports/delivery/run", headers=ADMIN).status_code == 200
+    api = client.get("/v1/reports/frequency", params={"line_item_id": item_id}, headers=ADMIN)
+    body = api.json()
+    assert body["reach"] == 4 and body["impressions"] == 8 and body["average_frequency"] == 2.0
+    listeners = [b["listeners"] for b in body["buckets"]]
+    assert listeners[:5] == [2, 1, 0, 1, 0] and sum(listeners) == 4
+
+    sign_in(client, ADMIN_KEY)
+    page = client.get(f"/ui/line-items/{item_id}")
+    chart = json_block(page.text, "frequency-chart-data")
+    assert chart["series"]["Listeners"] == listeners
+    assert chart["labels"][0] == "1" and chart["labels"][-1] == "10+"
+    assert "Reach 4 listeners, 2.0 impressions each" in page.text
+
+
 def test_overview_shows_no_fill_reasons_from_the_decision_log(sqlite_url, tmp_path, clock):
     from fastapi.testclient import TestClient
     from ui_support import make_settings

@@ -42,6 +42,7 @@ from backbeat.catalog.service import (
 from backbeat.catalog.vocabulary import MIME_TYPES, CapPeriod, Pacing, Status, Tier
 from backbeat.errors import BackbeatError, InvalidInput, NotFound, PermissionDenied
 from backbeat.observability import log
+from backbeat.reporting.frequency import frequency_distribution
 from backbeat.types import format_money
 from backbeat.ui import forecasting, forms
 from backbeat.ui.context import (
@@ -712,6 +713,13 @@ def line_item_page(
     forecast = forecasting.forecast_vs_actual(
         request, view.principal, item, campaign, row.totals.impressions, view.now
     )
+    heard = frequency_distribution(db, item.id)
+    frequency = {
+        "labels": [f"{b.low}+" if b.high is None else str(b.low) for b in heard.buckets],
+        "series": {"Listeners": [b.listeners for b in heard.buckets]},
+        "reach": heard.reach,
+        "average": None if heard.average_frequency is None else round(heard.average_frequency, 2),
+    }
     return render(
         request,
         "line_item.html",
@@ -733,6 +741,7 @@ def line_item_page(
             creative_values={"mime_type": "audio/mpeg"},
             creative_errors={},
             forecast=forecast,
+            frequency=frequency,
         ),
     )
 
