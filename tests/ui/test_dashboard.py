@@ -829,3 +829,38 @@ def test_podcasts_page_sums_downloads_by_episode_day_and_app(client):
     )
     only_b = json_block(client.get("/ui/podcasts?show=show-b").text, "episodes-chart-data")
     assert only_b["series"] == {"ep-9": [7]}
+
+
+def test_podcasts_page_shows_the_latest_counts_exclusions_by_reason(client):
+    from collections import Counter
+    from fractions import Fraction
+
+    from backbeat.measurement.downloads.catalog import Catalog, Episode
+    from backbeat.measurement.downloads.database import replace_days
+    from backbeat.measurement.downloads.report import DownloadReport
+
+    sign_in(client, ADMIN_KEY)
+    assert "No download count has been written" in client.get("/ui/podcasts").text
+    catalog = Catalog([Episode("ep-1", "show-a", "/a/ep-1.mp3", 10**7, 100, Fraction(1800))])
+
+    def count(excluded: dict[str, int], rejected: dict[str, int], day: str) -> None:
+        report = DownloadReport(
+            downloads=Counter({(day, "ep-1", None): 40}),
+            excluded=Counter(excluded),
+            rejected=Counter(rejected),
+            days=Counter({day: 40 + sum(excluded.values())}),
+            lines=40 + sum(excluded.values()) + sum(rejected.values()),
+            accepted=40,
+        )
+        with client.app.state.services.sessions() as session:
+            replace_days(session=session, report=report, catalog=catalog)
+            session.commit()
+
+    count({"bot-user-agent": 3}, {}, "2026-09-01")
+    count({"bot-user-agent": 9, "too-few-bytes": 21, "pre-fetch": 2}, {"unparseable": 4},
+          "2026-09-02")  # fmt: skip
+    html = client.get("/ui/podcasts").text
+    table = re.search(r'<table id="excluded-requests">(.*?)</table>', html, re.S).group(1)
+    rows = re.findall(r"<th>([^<]+)</th><td class=\"num\">([\d,]+)</td>", table)
+    assert rows == [("too-few-bytes", "21"), ("bot-user-agent", "9"), ("pre-fetch", "2")]
+    assert "<th>unparseable</th>" in html and "76 log lines for 2026-09-02" in html

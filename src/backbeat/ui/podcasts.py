@@ -2,8 +2,8 @@
 
 The download pipeline (``backbeat measure downloads``) writes ``download_daily``: IAB
 downloads per UTC day and episode, split by app when run with ``--by app`` (rows with
-``app = ""`` are unsplit totals). Excluded requests by reason are not kept in the tables
-(the count prints them), so the page says so rather than show a number.
+``app = ""`` are unsplit totals) and one ``download_runs`` row per count with the requests
+it excluded (by IAB rule) and rejected (malformed), by reason: the page shows the latest.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backbeat.measurement.models import DownloadDaily
+from backbeat.measurement.models import DownloadDaily, DownloadRun
 
 MAX_ROWS = 20_000
 TOP_EPISODES = 12
@@ -28,7 +28,9 @@ class Downloads:
     by_app: list[tuple[str, int]] = field(default_factory=list)
     episodes: list[tuple[str, str, int]] = field(default_factory=list)  # show, episode, total
     shows: list[str] = field(default_factory=list)
-    excluded: list[tuple[str, int]] | None = None  # None: not recorded
+    excluded: list[tuple[str, int]] | None = None  # None: no count recorded yet
+    rejected: list[tuple[str, int]] = field(default_factory=list)
+    run: DownloadRun | None = None  # the latest count, whose exclusions are shown
     rows: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     split_by_app: bool = False
 
@@ -68,4 +70,14 @@ def downloads(session: Session, show: str | None = None) -> Downloads:
     for (_, episode), _n in ranked[:TOP_EPISODES]:
         data.by_episode[episode] = [per_day.get((d, episode), 0) for d in days]
     data.by_app = sorted(per_app.items(), key=lambda kv: (-kv[1], kv[0]))
+    data.run = session.execute(
+        select(DownloadRun).order_by(DownloadRun.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    if data.run is not None:
+        data.excluded = _by_count(data.run.excluded)
+        data.rejected = _by_count(data.run.rejected)
     return data
+
+
+def _by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(((str(k), int(v)) for k, v in counts.items()), key=lambda kv: (-kv[1], kv[0]))

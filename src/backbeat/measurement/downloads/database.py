@@ -1,16 +1,16 @@
-"""Write a count's days into the report tables, replacing each day it covers."""
+"""Write a count's days into the report tables, replacing each day it covers, and record the run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from backbeat.measurement.downloads.catalog import Catalog
 from backbeat.measurement.downloads.report import DownloadReport
-from backbeat.measurement.models import AdDeliveryDaily, DownloadDaily
+from backbeat.measurement.models import AdDeliveryDaily, DownloadDaily, DownloadRun
 
 
 def replace_days(
@@ -20,7 +20,19 @@ def replace_days(
     covered = {date.fromisoformat(d) for d in (*report.days, *days)}
     covered |= {date.fromisoformat(d) for d, _, _ in report.downloads}
     covered |= {date.fromisoformat(d) for d, _, _ in report.ads}
+    session.add(
+        DownloadRun(
+            finished_at=datetime.now(UTC),
+            first_day=min(covered, default=None),
+            last_day=max(covered, default=None),
+            lines=report.lines,
+            counted=report.accepted,
+            excluded=dict(sorted(report.excluded.items())),
+            rejected=dict(sorted(report.rejected.items())),
+        )
+    )
     if not covered:
+        session.flush()
         return 0
     session.execute(delete(DownloadDaily).where(DownloadDaily.date.in_(covered)))
     session.execute(delete(AdDeliveryDaily).where(AdDeliveryDaily.date.in_(covered)))
