@@ -330,10 +330,11 @@ def test_two_processes_racing_never_overspend_and_nearly_exhaust(workers, budget
         served_total = sum(sum(result["served"]) for result in results)
         if "goal" in budgets:
             assert int(client.get(f"{scenario['prefix']}lease:g:1")) == served_total
-        elif "budget" in budgets:  # what is leased once both closed is what was spent
+        elif "budget" in budgets:  # what is leased once both closed is what was reserved
             leased = int(client.get(f"{scenario['prefix']}lease:li:1"))
             assert leased == served_total * IMPRESSION_MICROS
-        assert int(client.hget(f"{scenario['prefix']}li:1", "i")) == served_total
+        # Decisions only reserve: with no event log read, nothing is counted.
+        assert client.hget(f"{scenario['prefix']}li:1", "i") is None
 
 
 # --- leases in one process -----------------------------------------------------------
@@ -360,19 +361,37 @@ def test_zero_price_house_ads_need_no_lease(ledger):
     assert ledger.budget_block(house, 0, T0) is None
 
 
-def test_delivery_and_attempts_are_global_across_replicas(redis_url):
+def test_delivery_and_attempts_are_global_across_replicas(redis_url, tmp_path):
+    from backbeat.eventlog import EventLogWriter
+    from backbeat.events import Event, EventType
+    from backbeat.serving.decisions import new_decision_id
+    from backbeat.serving.redis_reconcile import RedisReconciler
+
     shared = prefix()
-    with RedisLedger(redis_url, prefix=shared) as a, RedisLedger(redis_url, prefix=shared) as b:
+    with (
+        RedisLedger(redis_url, prefix=shared) as a,
+        RedisLedger(redis_url, prefix=shared) as b,
+        EventLogWriter(tmp_path) as log,
+    ):
         line_item = item(1, budget=10**9)
         wait_until(lambda: a.budget_block(line_item, CPM_10, T0) is None)
         for _ in range(3):
-            a.commit_spend(line_item, CPM_10, T0)
+            decision_id = new_decision_id(T0)
+            a.commit_spend(line_item, CPM_10, T0, decision_id)
+            fill = Event(type=EventType.FILL, ts=T0, decision_id=decision_id, line_item_id=1,
+                         campaign_id=1001, price_micros=CPM_10, currency="USD")  # fmt: skip
+            log.append(fill.to_bytes())
+        log.flush()
+        assert a.delivery(line_item, T0).impressions == 3  # its own fills, not yet read
         assert b.delivery(line_item, T0).impressions == 0
         a.add_attempts({1: 5})
         b.add_attempts({1: 2})
+        readers = RedisReconciler(a, tmp_path), RedisReconciler(b, tmp_path)
+        assert readers[1].run(T0).reservations == 3  # b leads: it reads a's fills
+        assert not readers[0].run(T0).leader
         a.sync()
         b.sync()
-        assert b.delivery(line_item, T0) == a.delivery(line_item, T0)
+        assert b.delivery(line_item, T0) == a.delivery(line_item, T0)  # reserved, once each
         assert b.delivery(line_item, T0).impressions == 3
         assert b.delivery(line_item, T0).today_units == 3 * CPM_10
         assert b.add_attempts({}) == {1: 7}
@@ -505,10 +524,14 @@ def test_two_app_instances_sharing_redis_respect_a_frequency_cap(redis_url, tmp_
         assert sum(answer["filled"] for answer in answers) == 2
         assert {answer["no_fill_reason"] for answer in answers[2:]} == {"frequency-capped"}
         assert "backbeat_redis_up 1.0" in a.get("/metrics").text
-    # On shutdown both flushed delivery and gave unused leases back: leased is what was spent.
-    assert int(client.hget(f"bb:li:{booked['line_item']['id']}", "i")) == 2 + 2  # warm-ups too
-    spent_units = int(client.hget(f"bb:c:{campaign_id}", "u"))
-    assert int(client.get(f"bb:lease:c:{campaign_id}")) == spent_units // 1000
+        # Each app's fills (its own event log, its own reconciler) are reserved in Redis.
+        key = f"bb:li:{booked['line_item']['id']}"
+        assert wait_until(lambda: client.hget(key, "ri") == b"4")
+    # On shutdown both gave unused leases back: leased is what was reserved (no pixel fired).
+    fields = client.hgetall(f"bb:li:{booked['line_item']['id']}")
+    assert int(fields[b"ri"]) == 2 + 2 and b"i" not in fields  # warm-ups too
+    reserved_units = int(client.hget(f"bb:c:{campaign_id}", "ru"))
+    assert int(client.get(f"bb:lease:c:{campaign_id}")) == reserved_units // 1000
 
 
 # --- worker --------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from backbeat.serving.pacing import PacingController
 from backbeat.serving.plan import PlanFile
 from backbeat.serving.reconcile import Reconciler
 from backbeat.serving.redis_ledger import RedisLedger
+from backbeat.serving.redis_reconcile import RedisReconciler
 from backbeat.serving.server import AdServer
 from backbeat.signing import UrlSigner
 from backbeat.ui import mount_ui
@@ -74,16 +75,18 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
     signer = UrlSigner(load_signing_key(settings), settings.public_base_url)
     # Replicas share caps and budgets through Redis; one process alone keeps them in memory.
     ledger = RedisLedger(settings.redis_url) if settings.redis_url else MemoryLedger()
-    reconciler = None
+    reconciler: Reconciler | RedisReconciler
     if isinstance(ledger, MemoryLedger):
         # Spend is counted impressions plus live reservations, both recovered from the event
         # log before the first decision: a restart never spends a budget twice.
         reconciler = Reconciler(ledger, Path(settings.resolved_event_log_dir))
-        reconciler.run(clock())
     else:
         with sessions() as session:
             line_items, campaigns = delivered_so_far(session)
         ledger.seed(line_items=line_items, campaigns=campaigns)
+        # The same rule, kept in Redis: one replica per event log reads it in.
+        reconciler = RedisReconciler(ledger, Path(settings.resolved_event_log_dir))
+    reconciler.run(clock())
     # No linger: batches form by themselves while the previous fsync runs.
     event_log = EventLogWriter(Path(settings.resolved_event_log_dir), max_delay_s=0.0)
     if settings.kafka_bootstrap:
@@ -100,8 +103,8 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         tracking_ttl_seconds=settings.tracking_ttl_seconds,
         decision_log=counting_drops(event_log),
         decision_log_sample=settings.decision_log_sample,
-        fill_log=event_log.append_nowait if reconciler is not None else None,
-        reconcile=reconciler.run if reconciler is not None else None,
+        fill_log=event_log.append_nowait,
+        reconcile=reconciler.run,
         seed=settings.decision_seed,
         pacing=PacingController(plan_source=PlanFile(settings.resolved_allocation_plan_path)),
     )

@@ -1,4 +1,4 @@
-"""Delivery counters of the shared ledger: local deltas flushed to Redis, global totals read back.
+"""Delivery counters of the shared ledger: global totals read back, local deltas flushed.
 
 See "Delivery" in ``serving/redis_ledger.py``.
 """
@@ -21,7 +21,13 @@ WATCH_SECONDS = 30.0  # keep pulling global delivery of items pacing asked about
 
 @dataclass(slots=True, eq=False)
 class _Counter:
-    """A delivery counter: the global total last read, plus what is on its way or not sent."""
+    """A delivery counter: the global total last read, plus what is on its way or not sent.
+
+    Most are kept by the reconciler and only read here; ``pushed`` ones (pacing attempts)
+    are added to by every replica and raised to what this replica saw (a Redis that lost
+    its data). A ``monotonic`` counter never reads lower than before (counted delivery; a
+    floor seeded from the database holds until Redis has more); reservations go down.
+    """
 
     key: str
     name: str  # hash field, or "" for a plain key
@@ -29,6 +35,8 @@ class _Counter:
     known: int = 0
     inflight: int = 0
     delta: int = 0
+    pushed: bool = False
+    monotonic: bool = True
 
     def total(self) -> int:
         return self.known + self.inflight + self.delta
@@ -42,6 +50,11 @@ class Flushes:
     _dirty: set[_Counter]
     _watched: dict[int, float]
     _entries: dict[int, Any]
+    _unread: dict[int, Any]
+    _rendered: _Counter
+    _expired: _Counter
+    _reconciled_at: _Counter | None
+    render_window_s: float
     _leases: dict[str, Any]
     _replicas: int
     _now: float
@@ -50,10 +63,12 @@ class Flushes:
     replica_id: str
     stats: Any
 
-    def _counter(self, key: str, name: str, ttl_at: float = 0.0) -> _Counter:
+    def _counter(
+        self, key: str, name: str, ttl_at: float = 0.0, *, monotonic: bool = True
+    ) -> _Counter:
         found = self._counters.get(f"{key}#{name}")
         if found is None:
-            found = self._counters[f"{key}#{name}"] = _Counter(key, name)
+            found = self._counters[f"{key}#{name}"] = _Counter(key, name, monotonic=monotonic)
         if ttl_at:
             found.ttl_at = ttl_at
         return found
@@ -70,7 +85,10 @@ class Flushes:
                     continue
                 entry = self._entries.get(item_id)
                 if entry is not None:
-                    counters.update((entry.units, entry.impressions, entry.today))
+                    counters.update(entry.counters())
+            counters.update((self._rendered, self._expired))
+            if self._reconciled_at is not None:
+                counters.add(self._reconciled_at)
             batch = list(counters)
             for counter in batch:
                 counter.inflight, counter.delta = counter.delta, 0
@@ -79,6 +97,7 @@ class Flushes:
                 self._flush_batch([])
             for start in range(0, len(batch), BATCH):
                 self._flush_batch(batch[start : start + BATCH])
+            self._forget_read()
         except RedisUnavailable:
             with self._lock:
                 for counter in batch:
@@ -95,14 +114,28 @@ class Flushes:
         for counter in counters:
             keys.append(counter.key)
             ttl = max(int(counter.ttl_at - self._now), 0) if counter.ttl_at else 0
-            args += [counter.name, counter.known, counter.inflight, ttl]
+            args += [counter.name, counter.known if counter.pushed else 0, counter.inflight, ttl]
         result = self._run_script("flush", self._flush_script, keys, args)
         self.stats.background += 1
         self._replicas = max(int(result[0]), 1)
         with self._lock:
             for counter, value in zip(counters, result[1:], strict=True):
-                counter.known = max(int(value or 0), counter.known + counter.inflight)
+                if counter.monotonic:
+                    counter.known = max(int(value or 0), counter.known + counter.inflight)
+                else:
+                    counter.known = int(value or 0)
                 counter.inflight = 0
+
+    def _forget_read(self) -> None:
+        """Our fills the reconciler has read are in the reserved counters now."""
+        read_ms = self._reconciled_at.known if self._reconciled_at is not None else 0
+        # Without a reconciler (or one far behind) they would be released by now anyway.
+        until = max(read_ms // 1000, int(self._now - self.render_window_s))
+        with self._lock:
+            for item_id, unread in list(self._unread.items()):
+                unread.drop_until(until)
+                if not unread.buckets:
+                    del self._unread[item_id]
 
     def _prune(self) -> None:
         """Forget entries, leases and counters of days that are over."""
@@ -113,7 +146,7 @@ class Flushes:
                 del self._entries[item_id]
             for key in _daily_keys(self._leases, self.prefix + "lease:lid:", yesterday):
                 del self._leases[key]
-            for key in _daily_keys(self._counters, self.prefix + "lid:", yesterday):
+            for key in _daily_keys(self._counters, self.prefix + "lday:", yesterday):
                 if not self._counters[key].delta:
                     del self._counters[key]
 

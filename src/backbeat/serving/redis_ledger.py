@@ -18,17 +18,26 @@ Frequency caps
     call at all. Each serving thread keeps its own connection for this call. A Redis that
     loses its data forgets the counters (caps restart): give it persistence in production.
 
-Budgets
-    Spend never waits on Redis. Each replica leases chunks of every budget an impression
-    draws on (line-item lifetime and daily budget, campaign budget, goal impressions) from
+Budgets: one currency, counted impressions
+    Budgets and goals are spent by impressions counted from the event log, as with the
+    in-memory ledger (``serving/ledger.py``). A decision *reserves* its price: it takes it
+    out of this replica's budget leases (below) and logs a ``fill`` record. The reconciler
+    (``serving/redis_reconcile.py``, one replica per event log at a time) turns fills into
+    reservations held in Redis, impressions into counted spend, and gives back to the
+    leases what reservations past their render window took. So per budget, what Redis
+    has leased is always held leases + fills not yet read + reserved + counted: never
+    more than the budget, across every replica and restart, and what never played is
+    served again until the budget is counted in full.
+
+    Each replica leases chunks of every budget an impression draws on (line-item lifetime
+    and daily budget, campaign budget, goal impressions) from
     ``{prefix}lease:<li|lid|c|g>:...`` counters holding the amount leased so far; ``LEASE_LUA``
     grants ``min(want, budget - leased)`` atomically, with the budget taken from the
     caller's snapshot so catalog changes apply at the next grant (a lowered budget claws
     back held leases). ``budget_block`` and ``commit_spend`` only look at and decrement the
     local lease; a background thread refills leases that fall under a low-water mark, so a
-    decision that finds a lease short just skips the item (``budget-lease-empty``). Since
-    every spend comes out of a lease granted atomically, all replicas together stay within
-    budget; unused leases go back on ``close()``. (The one gap: two threads of one replica
+    decision that finds a lease short just skips the item (``budget-lease-empty``).
+    Unused leases go back on ``close()``. (The one gap: two threads of one replica
     passing ``budget_block`` on the last impression of a lease before either commits; the
     debt is taken out of the next grant, so it only shows at the very end of a budget, by
     at most an impression per extra thread.)
@@ -38,15 +47,8 @@ Budgets
     1% of the budget, but at least ``MIN_LEASE_IMPRESSIONS`` impressions (never above the
     1% cap unless one impression is more). Near the end leases shrink with what is left,
     so replicas share the tail. A replica that crashes strands at most its leases: about
-    1% of each budget it was spending from (the underspend bound).
-
-Delivery
-    The background thread also flushes local spend, impressions and pacing attempts every
-    ``flush_interval`` with ``FLUSH_LUA`` (HINCRBY per counter, batched into one call) and
-    reads back the global totals, so ``delivery`` and ``add_attempts`` are local reads of
-    global totals plus what is not yet flushed. Counters and leases are raised to what this
-    replica last saw before being added to, so a Redis that lost its data (restart without
-    persistence) does not hand out a budget again.
+    1% of each budget it was spending from (the underspend bound); its reservations are
+    in the log and are counted or released like anyone's.
 
 Outage
     Calls use a short socket timeout and no retries. A refused connection, or a second
@@ -76,12 +78,18 @@ from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from backbeat.observability import REDIS_UP, log
-from backbeat.serving.ledger import DAY, Delivery, day_of
+from backbeat.serving.ledger import (
+    DAY,
+    DEFAULT_DEDUP_S,
+    DEFAULT_RENDER_WINDOW_S,
+    Delivery,
+    day_of,
+)
 from backbeat.serving.redis_breaker import Breaker, RedisUnavailable
 from backbeat.serving.redis_flushes import Flushes, _Counter
 from backbeat.serving.redis_leases import Leases, _Lease
 from backbeat.serving.redis_protocol import HotPath
-from backbeat.serving.redis_scripts import CAPS_LUA, FLUSH_LUA, LEASE_LUA
+from backbeat.serving.redis_scripts import CAPS_LUA, FLUSH_LUA, LEASE_LUA, UNLOCK_LUA
 from backbeat.serving.snapshot import ServableLineItem
 
 __all__ = ["RedisLedger", "RedisUnavailable"]
@@ -99,10 +107,49 @@ class _Entry:
     day: int
     goal: _Lease | None
     money: tuple[_Lease, ...]  # lifetime, daily, campaign: in the order reasons are given
-    units: _Counter
+    units: _Counter  # counted (read from Redis, kept by the reconciler)
     impressions: _Counter
     today: _Counter
     campaign: _Counter
+    reserved_units: _Counter
+    reserved_impressions: _Counter
+    reserved_today: _Counter
+
+    def counters(self) -> tuple[_Counter, ...]:
+        return (
+            self.units, self.impressions, self.today, self.campaign,
+            self.reserved_units, self.reserved_impressions, self.reserved_today,
+        )  # fmt: skip
+
+
+class _Unread:
+    """This replica's fills the reconciler has not read yet, per second (for ``delivery``)."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: deque[list[int]] = deque()  # [second, impressions, units, day]
+
+    def add(self, now: float, units: int) -> None:
+        second = int(now)
+        last = self.buckets[-1] if self.buckets else None
+        if last is not None and last[0] == second:
+            last[1] += 1
+            last[2] += units
+        else:
+            self.buckets.append([second, 1, units, day_of(now)])
+
+    def drop_until(self, second: int) -> None:
+        while self.buckets and self.buckets[0][0] <= second:
+            self.buckets.popleft()
+
+    def totals(self, day: int) -> tuple[int, int, int]:
+        impressions = units = today = 0
+        for _, n, amount, on in self.buckets:
+            impressions += n
+            units += amount
+            today += amount if on == day else 0
+        return impressions, units, today
 
 
 @dataclass
@@ -128,8 +175,12 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
         flush_interval: float = 1.0,
         retry_interval: float = 1.0,
         replica_id: str | None = None,
+        render_window_s: float = DEFAULT_RENDER_WINDOW_S,
+        dedup_s: float = DEFAULT_DEDUP_S,
     ) -> None:
         self.url = url
+        self.render_window_s = render_window_s
+        self.dedup_s = dedup_s
         self.prefix = prefix
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.flush_interval = flush_interval
@@ -162,6 +213,11 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
         self._attempts: dict[int, _Counter] = {}
         self._dirty: set[_Counter] = set()
         self._watched: dict[int, float] = {}
+        self._unread: dict[int, _Unread] = {}
+        self._rendered = _Counter(f"{prefix}render", "rendered")
+        self._expired = _Counter(f"{prefix}render", "expired")
+        self._reconciled_at: _Counter | None = None  # set by the reconciler of our event log
+        self.reconcile_lock_key = ""
         self._queue: deque[_Lease] = deque()
         self._replicas = 1
         self._now = time.time()  # latest ledger time seen, for expiries set in the background
@@ -189,10 +245,25 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
 
     # -- hot path -----------------------------------------------------------------------
 
+    @property
+    def render_rate(self) -> float:
+        """Share of reservations that became counted impressions, all replicas (prior: 1)."""
+        rendered, expired = self._rendered.total(), self._expired.total()
+        return (rendered + 1) / (rendered + expired + 1)
+
     def delivery(self, item: ServableLineItem, now: float) -> Delivery:
+        """Counted + reserved (+ our fills not yet read); impressions expected to render."""
         self._watched[item.id] = time.monotonic()
         entry = self._cached(item, now)
-        return Delivery(entry.units.total(), entry.impressions.total(), entry.today.total())
+        unread = self._unread.get(item.id)
+        impressions, units, today = unread.totals(entry.day) if unread else (0, 0, 0)
+        reserved = entry.reserved_impressions.total() + impressions
+        expected_lost = round(reserved * (1.0 - self.render_rate))
+        return Delivery(
+            entry.units.total() + entry.reserved_units.total() + units,
+            entry.impressions.total() + reserved - expected_lost,
+            entry.today.total() + entry.reserved_today.total() + today,
+        )
 
     def budget_block(self, item: ServableLineItem, price_units: int, now: float) -> str | None:
         entry = self._cached(item, now)
@@ -263,8 +334,9 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
         item: ServableLineItem,
         price_units: int,
         now: float,
-        decision_id: str = "",  # noqa: ARG002 - shared spend is counted on decisions
+        decision_id: str = "",  # noqa: ARG002 - the fill record carries it to the reconciler
     ) -> None:
+        """Reserve: take the price out of the leases; the reconciler reads the fill record."""
         entry = self._cached(item, now)
         self._now = now
         with self._lock:
@@ -273,15 +345,10 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
             if price_units > 0:
                 for lease in entry.money:
                     self._consume(lease, price_units)
-            for counter, amount in (
-                (entry.units, price_units),
-                (entry.impressions, 1),
-                (entry.today, price_units),
-                (entry.campaign, price_units),
-            ):
-                if amount:
-                    counter.delta += amount
-                    self._dirty.add(counter)
+            unread = self._unread.get(item.id)
+            if unread is None:
+                unread = self._unread[item.id] = _Unread()
+            unread.add(now, price_units)
 
     def add_attempts(self, attempts: dict[int, int]) -> dict[int, int]:
         """Queue attempts for the next flush; totals are the last global read plus local."""
@@ -289,14 +356,15 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
             for item_id, count in attempts.items():
                 counter = self._attempts.get(item_id)
                 if counter is None:
-                    counter = self._attempts[item_id] = _Counter(f"{self.prefix}li:{item_id}", "a")
+                    counter = _Counter(f"{self.prefix}li:{item_id}", "a", pushed=True)
+                    self._attempts[item_id] = counter
                 if count:
                     counter.delta += count
                     self._dirty.add(counter)
             return {item_id: counter.total() for item_id, counter in self._attempts.items()}
 
     def seed(self, *, line_items: dict[int, tuple[int, int]], campaigns: dict[int, int]) -> None:
-        """Start from delivery counted in the database: a floor for counters and leases."""
+        """Start from delivery counted in the database: a floor for leases until Redis answers."""
         with self._lock:
             for item_id, (units, impressions) in line_items.items():
                 self._counter(f"{self.prefix}li:{item_id}", "u").known = units
@@ -313,8 +381,17 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
                 self._refill()
                 self._flush()
 
+    def watch_reconciled(self, key: str, lock_key: str) -> None:
+        """The reconciler of this replica's event log: when it last read the log, its lock."""
+        self._reconciled_at = _Counter(key, "", monotonic=True)
+        self.reconcile_lock_key = lock_key
+
+    def release_lock(self, key: str) -> None:
+        """Give up a lock this replica holds (the reconciler's, on shutdown)."""
+        self._call("reconcile", lambda: self._slow.eval(UNLOCK_LUA, 1, key, self.replica_id))
+
     def close(self) -> None:
-        """Stop the background thread, flush delivery and give unused leases back."""
+        """Stop the background thread, flush attempts, give unused leases and the lock back."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
@@ -326,8 +403,10 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
                     raise RedisUnavailable("close")
                 self._flush()
                 self._return_leases()
+                if self.reconcile_lock_key:
+                    self.release_lock(self.reconcile_lock_key)
             except RedisUnavailable:
-                log.warning("redis unreachable at shutdown: delivery not flushed, leases kept")
+                log.warning("redis unreachable at shutdown: leases kept")
         for connection in list(self._hot_connections):
             connection.disconnect()  # type: ignore[no-untyped-call]
         self._fast.close()
@@ -356,8 +435,13 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
         with self._lock:
             units = self._counter(f"{p}li:{item.id}", "u", keep)
             impressions = self._counter(f"{p}li:{item.id}", "i", keep)
-            today = self._counter(f"{p}lid:{item.id}:{day}", "", (day + 3) * DAY)
+            today = self._counter(f"{p}lday:{item.id}:{day}", "u", (day + 3) * DAY)
             campaign = self._counter(f"{p}c:{item.campaign_id}", "u", keep)
+            reserved_units = self._counter(f"{p}li:{item.id}", "ru", keep, monotonic=False)
+            reserved = self._counter(f"{p}li:{item.id}", "ri", keep, monotonic=False)
+            reserved_today = self._counter(
+                f"{p}lday:{item.id}:{day}", "ru", (day + 3) * DAY, monotonic=False
+            )
             goal = None
             if item.goal_impressions is not None:
                 goal = self._lease(
@@ -385,7 +469,10 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
                     campaign.total, item.campaign_budget_micros, keep,
                 )
             )  # fmt: skip
-            entry = _Entry(item, day, goal, tuple(money), units, impressions, today, campaign)
+            entry = _Entry(
+                item, day, goal, tuple(money), units, impressions, today, campaign,
+                reserved_units, reserved, reserved_today,
+            )  # fmt: skip
             self._entries[item.id] = entry
         return entry
 
