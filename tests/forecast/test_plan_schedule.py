@@ -26,12 +26,12 @@ DAY = 86400.0
 T0 = 1_790_035_200.0  # a UTC midnight
 
 
-def _history(directory: Path) -> None:
-    """Two days of opportunities, all logged: half US, half GB."""
+def _history(directory: Path, end: float = T0) -> None:
+    """Two days of opportunities before ``end``, all logged: half US, half GB."""
     rng = random.Random(5)
     with EventLogWriter(directory) as writer:
         for n in range(3000):
-            ts = T0 - 2 * DAY + rng.random() * 2 * DAY
+            ts = end - 2 * DAY + rng.random() * 2 * DAY
             country = "US" if n % 2 else "GB"
             event = Event(type=EventType.OPPORTUNITY, ts=ts, decision_id=f"d{n}", slot_id=1,
                           listener=f"l{n % 300}",
@@ -90,7 +90,8 @@ def test_plan_every_replans_as_soon_as_the_book_changes(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "backbeat.cli.main", "plan", "--algorithm", "share",
                "--at", at, "--every", "3600"]  # fmt: skip
     env = {**os.environ, "BACKBEAT_VAR_DIR": str(var), "BACKBEAT_LOG_JSON": "false"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = (tmp_path / "plan.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         first = _wait_for(plan_path, lambda d: set(d["line_items"]) == {"1"}, timeout=60)
         assert process.poll() is None, "plan --every exited after one plan"
@@ -110,4 +111,61 @@ def test_plan_every_replans_as_soon_as_the_book_changes(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
         engine.dispose()
+
+
+def _planners_of(var: Path) -> list[int]:
+    """Pids of live ``backbeat ... plan`` processes started with ``var`` as their var dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if b"plan" in command and str(var).encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_serve_plan_every_runs_the_planner_beside_the_server_and_stops_it(tmp_path: Path):
+    import socket
+
+    var = tmp_path / "var"
+    _history(var / "events", end=time.time())
+    url = f"sqlite:///{var / 'backbeat.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        advertiser = Advertiser(name="Acme")
+        campaign = Campaign(advertiser=advertiser, name="Now", total_budget=Decimal(1000),
+                            currency="USD", start_at=datetime.now(UTC),
+                            end_at=datetime.fromtimestamp(time.time() + 2 * DAY, UTC))  # fmt: skip
+        session.add_all([advertiser, campaign])
+        session.flush()
+        _add_line_item(session, campaign, "US", "US")
+    engine.dispose()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "BACKBEAT_VAR_DIR": str(var), "BACKBEAT_LOG_JSON": "false"}
+    command = [sys.executable, "-m", "backbeat.cli.main", "serve", "--port", str(port),
+               "--plan-every", "600"]  # fmt: skip
+    output = (tmp_path / "serve.log").open("wb")  # not a pipe: nobody reads it until the end
+    server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        written = _wait_for(var / "allocation-plan.json", lambda d: "1" in d["line_items"], 60)
+        assert written["algorithm"] in ("shale", "share")
+        assert _planners_of(var), "no planner process beside the server"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+        output.close()
+    deadline = time.monotonic() + 10
+    while _planners_of(var) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _planners_of(var), "the planner outlived the server"

@@ -54,10 +54,16 @@ def migrate(settings: Settings, revision: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--plan-every",
+    type=click.FloatRange(min=10.0),
+    help="Also run the allocation planner beside the server (`backbeat plan --every SECONDS`): "
+    "guaranteed line items are re-planned on that schedule and as soon as the book changes.",
+)
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+def serve(settings: Settings, host: str, port: int, workers: int, plan_every: float | None) -> None:
     """Start the API (management, VAST, tracking, reports) on the configured database and event log."""
-    import uvicorn
+    import subprocess
 
     from backbeat.api.app import load_signing_key
     from backbeat.db import migrate as run_migrations
@@ -71,6 +77,27 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         for stale in metrics_dir.glob("*.db"):
             stale.unlink()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    planner = None
+    if plan_every is not None:  # its own process: planning never competes with a worker's loop
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        planner = subprocess.Popen(
+            [sys.executable, "-m", "backbeat.cli.main", "plan", "--every", str(plan_every)],
+            env=env,
+        )
+    try:
+        _run_server(settings, host, port, workers)
+    finally:
+        if planner is not None:
+            planner.terminate()
+            try:
+                planner.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                planner.kill()
+
+
+def _run_server(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
     uvicorn.run(
         "backbeat.api.asgi:app",
         host=host,
