@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -32,13 +33,15 @@ from backbeat.serving.pacing import PacingController
 from backbeat.serving.request import AdRequest, PodRequest
 from backbeat.serving.snapshot import Snapshot, load_snapshot
 from backbeat.serving.vast import ERRORCODE_MACRO, AdTemplate, VastAd, render_document
-from backbeat.signing import TrackingClaims, UrlSigner
+from backbeat.signing import UrlSigner
 from backbeat.types import from_micros
 
 Clock = Callable[[], float]
 Appender = Callable[[bytes], object]
 QUARTILES = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
 TRACKED_EVENTS = ("impression", *QUARTILES, "click", "error")
+NO_FILL_EVENTS = ("error",)
+ERROR_CODE_SUFFIX = "&code=" + ERRORCODE_MACRO
 DEFAULT_DECISION_LOG_SAMPLE = 0.1
 # Catalog bursts (hundreds of PATCHes) rebuild the snapshot once they settle, at most once
 # per poll interval, and never later than MAX_DELAY_POLLS intervals after the first change.
@@ -53,10 +56,48 @@ DECISION_LOG_SALT = b"backbeat-decision-log:"
 _HASH_SPAN = float(1 << 64)
 
 
+_SALTED = hashlib.blake2b(DECISION_LOG_SALT, digest_size=8)
+
+
 def listener_kept(listener: str, sample: float) -> bool:
-    """Whether the decision log keeps ``listener`` at rate ``sample`` (salted BLAKE2b)."""
-    digest = hashlib.blake2b(DECISION_LOG_SALT + listener.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / _HASH_SPAN < sample
+    """Whether the decision log keeps ``listener`` at rate ``sample`` (salted BLAKE2b).
+
+    The salt is hashed once; each listener finishes a copy (the same digest as hashing
+    salt and listener together).
+    """
+    state = _SALTED.copy()
+    state.update(listener.encode())
+    return int.from_bytes(state.digest(), "little") / _HASH_SPAN < sample
+
+
+_FILL_RECORD = (
+    b'{"type":"' + EventType.FILL.value.encode() + b'","ts":%r,"decision_id":"%s",'
+    b'"line_item_id":%d,"campaign_id":%d,"slot_id":%d,"price_micros":%d,"currency":%s,"v":1}'
+)
+
+
+def fill_record(decision: Decision) -> bytes:
+    """The ``fill`` event of a filled decision: the reservation a restart recovers.
+
+    Formatted into a prepared byte string (the record ``orjson`` would write from a dict
+    of the same fields, in the same order): this runs once per filled ad.
+    """
+    item = decision.line_item
+    assert item is not None
+    return _FILL_RECORD % (
+        float(decision.ts),
+        decision.id.encode(),
+        item.id,
+        item.campaign_id,
+        decision.slot.id,
+        decision.price_micros,
+        _json_string(item.currency),
+    )
+
+
+@lru_cache(maxsize=256)
+def _json_string(value: str) -> bytes:
+    return orjson.dumps(value)
 
 
 def template_of(item: Any, creative: Any) -> AdTemplate:
@@ -114,6 +155,7 @@ class AdServer:
         self._poked = threading.Event()
         self.rebuilds = 0
         self._outcomes: dict[tuple[str, str], Any] = {}
+        self._filled = DECISIONS.labels("fill", "")
         # A shared (Redis) ledger does socket I/O inside a decision: those run on a small
         # pool of threads so the event loop never blocks on a round trip.
         self._blocking = bool(getattr(ledger, "blocking", False))
@@ -248,16 +290,17 @@ class AdServer:
         now = self.clock()
         decisions = self.decider.decide_pod(snapshot, slot, request, now, pod or PodRequest())
         for decision in decisions:
-            outcome = (
-                ("fill", "") if decision.filled else ("no-fill", decision.no_fill_reason or "")
-            )
-            counter = self._outcomes.get(outcome)
-            if counter is None:  # resolving labels costs more than the increment
-                counter = self._outcomes[outcome] = DECISIONS.labels(*outcome)
-            counter.inc()
-            if self._fill_log is not None and decision.line_item is not None:
+            if decision.line_item is None:
+                outcome = ("no-fill", decision.no_fill_reason or "")
+                counter = self._outcomes.get(outcome)
+                if counter is None:  # resolving labels costs more than the increment
+                    counter = self._outcomes[outcome] = DECISIONS.labels(*outcome)
+                counter.inc()
+                continue
+            self._filled.inc()
+            if self._fill_log is not None:
                 try:
-                    self._fill_log(self._fill_record(decision))
+                    self._fill_log(fill_record(decision))
                 except Exception:  # the event log is closing or full: still answer
                     log.warning("fill record not logged", decision_id=decision.id)
         if self._decision_log is not None and self._logged(request.listener):
@@ -273,24 +316,6 @@ class AdServer:
         if listener:
             return listener_kept(listener, self._sample)
         return self._sampler.random() < self._sample
-
-    @staticmethod
-    def _fill_record(decision: Decision) -> bytes:
-        item = decision.line_item
-        assert item is not None
-        return orjson.dumps(
-            {
-                "type": EventType.FILL.value,
-                "ts": decision.ts,
-                "decision_id": decision.id,
-                "line_item_id": item.id,
-                "campaign_id": item.campaign_id,
-                "slot_id": decision.slot.id,
-                "price_micros": decision.price_micros,
-                "currency": item.currency,
-                "v": 1,
-            }
-        )
 
     def _log_opportunity(
         self, snapshot: Snapshot, request: AdRequest, decisions: list[Decision], now: float
@@ -323,25 +348,25 @@ class AdServer:
 
     # -- answers ------------------------------------------------------------------------
 
-    def _claims(self, decision: Decision) -> TrackingClaims:
-        item, creative = decision.line_item, decision.creative
-        return TrackingClaims(
-            decision_id=decision.id,
-            line_item_id=item.id if item else 0,
-            campaign_id=item.campaign_id if item else 0,
-            creative_id=creative.id if creative else 0,
-            slot_id=decision.slot.id,
-            price_micros=decision.price_micros,
-            currency=item.currency if item else decision.slot.currency,
-            listener=decision.request.listener,
-            expires_at=int(decision.ts) + self.tracking_ttl_seconds,
-        )
-
     def tracking_urls(self, decision: Decision) -> dict[str, str]:
-        """Signed URLs by event; the error URL ends in ``&code=[ERRORCODE]`` for the player."""
-        events = TRACKED_EVENTS if decision.filled else ("error",)
-        urls = self.signer.urls(events, self._claims(decision))
-        urls["error"] += "&code=" + ERRORCODE_MACRO
+        """Signed URLs by event; the error URL ends in ``&code=[ERRORCODE]`` for the player.
+
+        The claims go to the signer as plain values (no ``TrackingClaims`` per decision).
+        """
+        item, creative = decision.line_item, decision.creative
+        if item is not None and creative is not None:
+            urls = self.signer.urls_of(
+                TRACKED_EVENTS, decision.id, item.id, item.campaign_id, creative.id,
+                decision.slot.id, decision.price_micros, item.currency,
+                decision.request.listener, int(decision.ts) + self.tracking_ttl_seconds,
+            )  # fmt: skip
+        else:
+            urls = self.signer.urls_of(
+                NO_FILL_EVENTS, decision.id, 0, 0, 0, decision.slot.id, decision.price_micros,
+                decision.slot.currency, decision.request.listener,
+                int(decision.ts) + self.tracking_ttl_seconds,
+            )  # fmt: skip
+        urls["error"] += ERROR_CODE_SUFFIX
         return urls
 
     def vast(self, decisions: list[Decision]) -> bytes:
