@@ -226,13 +226,23 @@ def test_each_path_of_the_reconciler_worked_by_hand(redis_url, tmp_path):
         reconciler.run(T0 + WINDOW + 3)
         assert state() == (3, 3 * CPM_10, 0, 0, -2, 1, 3)
         assert counted_in_log(tmp_path, 1) == (3, 3 * CPM_10)
+        # Pacing reads counted + reserved, the reserved at the render rate seen so far:
+        # 1 rendered and 3 expired make (1 + 1) / (1 + 3 + 1) = 0.4, so of 2 new
+        # reservations round(2 * 0.6) = 1 is expected never to play.
+        for _ in range(2):
+            write(fills, fill(new_decision_id(T0 + WINDOW + 3), line_item, CPM_10))
+        reconciler.run(T0 + WINDOW + 3)
+        ledger.delivery(line_item, T0 + WINDOW + 3)  # pacing asks: its counters are read
+        ledger.sync()
+        delivery = ledger.delivery(line_item, T0 + WINDOW + 3)
+        assert (delivery.impressions, delivery.spend_units) == (3 + 2 - 1, 5 * CPM_10)
 
         # Redis loses everything: a first pass over the whole log counts the same, and sets
-        # what is leased to what is counted (nothing is reserved any more).
+        # what is leased to what is counted and reserved.
         client.delete(*client.keys(f"{shared}*"))
         leased_before = 0
         RedisReconciler(ledger, tmp_path).run(T0 + WINDOW + 4)
-        assert state()[:5] == (3, 3 * CPM_10, 0, 0, 3)
+        assert state()[:5] == (3, 3 * CPM_10, 2, 2 * CPM_10, 5)
     pixels.close()
     fills.close()
 
@@ -280,3 +290,25 @@ def test_a_restarted_replica_spends_no_budget_again_with_redis(redis_url, tmp_pa
         assert len(fills(client, slot["id"], 1)) == 1
         assert fills(client, slot["id"], 1) == []
     assert counted_in_log(tmp_path / "var" / "events", item_id) == (1, CPM_10)
+
+
+def test_local_state_of_ended_flights_and_read_fills_is_forgotten(redis_url):
+    """Bounded memory: entries, counters and empty leases of flights long over go, and the
+    record of our own fills lives at most one render window without a reconciler."""
+    from dataclasses import replace
+
+    with RedisLedger(redis_url, prefix=prefix(), render_window_s=WINDOW) as ledger:
+        ended = replace(item(1, budget=10**9), end_ts=T0 + 10)
+        assert wait_until(lambda: ledger.budget_block(ended, CPM_10, T0) is None)
+        ledger.commit_spend(ended, CPM_10, T0, new_decision_id(T0))
+        ledger.delivery(ended, T0)
+        assert ledger._unread and ledger._counters and ledger._leases
+        ledger._now = T0 + WINDOW + 1
+        ledger.sync()
+        assert not ledger._unread  # past its window: released or counted by now
+        ledger._now = T0 + 10 + 8 * 86_400  # a week after the flight
+        ledger.delivery(item(2), ledger._now)  # today's entry of a live item stays
+        ledger._prune()
+        assert list(ledger._entries) == [2]
+        assert not [key for key in ledger._leases if key.endswith(("li:1", "c:1001"))]
+        assert not [key for key in ledger._counters if key.startswith(f"{ledger.prefix}li:1#")]

@@ -138,12 +138,18 @@ class Flushes:
                     del self._unread[item_id]
 
     def _prune(self) -> None:
-        """Forget entries, leases and counters of days that are over."""
+        """Forget entries, leases and counters of days that are over and flights long ended."""
         yesterday = day_of(self._now) - 1
         with self._lock:
             stale = [item_id for item_id, entry in self._entries.items() if entry.day < yesterday]
             for item_id in stale:
                 del self._entries[item_id]
+            # Redis forgets these keys then too (a week after the flight): nothing to give back.
+            for key in [k for k, c in self._counters.items() if 0 < c.ttl_at < self._now]:
+                if not self._counters[key].delta:
+                    del self._counters[key]
+            for key in [k for k, lease in self._leases.items() if 0 < lease.ttl_at < self._now]:
+                del self._leases[key]
             for key in _daily_keys(self._leases, self.prefix + "lease:lid:", yesterday):
                 del self._leases[key]
             for key in _daily_keys(self._counters, self.prefix + "lday:", yesterday):
