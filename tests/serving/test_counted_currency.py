@@ -1,0 +1,64 @@
+"""The in-memory ledger spends a budget in counted impressions even when ads never render
+(issue 10): the same scenario as the Redis ledger's test, one server restarted half-way."""
+
+from __future__ import annotations
+
+import random
+
+from test_decider_properties import T0, UNIT, ad_slot, line_item
+
+from backbeat.catalog.vocabulary import AuctionType
+from backbeat.eventlog import EventLogReader, EventLogWriter
+from backbeat.events import Event, EventType
+from backbeat.serving.decisions import Decider
+from backbeat.serving.ledger import MemoryLedger
+from backbeat.serving.reconcile import Reconciler
+from backbeat.serving.request import AdRequest
+from backbeat.serving.snapshot import Snapshot
+
+WINDOW = 60.0
+
+
+def test_n_impressions_of_budget_end_as_n_counted_across_a_restart(tmp_path):
+    n, price = 50, 10 * UNIT
+    item = line_item(1, cpm_micros=price, budget_micros=n * price // 1000)
+    slot = ad_slot(auction=AuctionType.FIRST_PRICE)
+    snapshot = Snapshot.of(1, [item], [slot])
+    rng, now, listeners = random.Random(3), T0, iter(range(10**9))
+    ledger = MemoryLedger(render_window_s=WINDOW)
+    reconciler = Reconciler(ledger, tmp_path)
+    log = EventLogWriter(tmp_path)
+    for round_ in range(100):
+        for _ in range(5):
+            decision = Decider(ledger).decide(
+                snapshot, slot, AdRequest(1, f"l{next(listeners)}"), now
+            )
+            if decision.line_item is None:
+                break
+            log.append(Event(type=EventType.FILL, ts=now, decision_id=decision.id, line_item_id=1,
+                             campaign_id=item.campaign_id, price_micros=price,
+                             currency="USD").to_bytes())  # fmt: skip
+            if rng.random() < 0.7:  # it plays (sometimes its pixel twice)
+                for _ in range(1 + (rng.random() < 0.2)):
+                    log.append(Event(type=EventType.IMPRESSION, ts=now, decision_id=decision.id,
+                                     line_item_id=1, campaign_id=item.campaign_id,
+                                     price_micros=price, currency="USD").to_bytes())  # fmt: skip
+        log.flush()
+        reconciler.run(now)
+        counted = len({
+            event.decision_id
+            for record in EventLogReader(tmp_path).records()
+            if (event := Event.from_bytes(record.payload)).type == EventType.IMPRESSION
+        })  # fmt: skip
+        assert counted <= n
+        if round_ == 5:  # restart: a fresh ledger rebuilt from the log before serving
+            ledger = MemoryLedger(render_window_s=WINDOW)
+            reconciler = Reconciler(ledger, tmp_path)
+            reconciler.run(now)
+        if counted == n:
+            break
+        now += 7.0
+    log.close()
+    assert counted == n
+    assert ledger.delivery(item, now).spend_units == n * price  # nothing reserved is left
+    assert ledger.expired > 0.15 * (ledger.expired + ledger.rendered)
