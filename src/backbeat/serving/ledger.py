@@ -12,8 +12,10 @@ reserved*: it never overspends, a goal is reached in counted impressions even wh
 share of served ads never render, and a restarted server rebuilds both halves from the
 event log (impression records and ``fill`` records) before serving (``serving/reconcile.py``).
 
-Two implementations share the ``Ledger`` protocol: ``MemoryLedger`` (one process, the
-embedded default) and ``RedisLedger`` (``serving/redis_ledger.py``, many replicas).
+Two implementations share the ``Ledger`` protocol and that rule: ``MemoryLedger`` (one
+process, the embedded default) and ``RedisLedger`` (``serving/redis_ledger.py``, many
+replicas: reservations out of budget leases, counted and reserved spend kept in Redis by
+one reconciler per event log, ``serving/redis_reconcile.py``).
 """
 
 from __future__ import annotations
@@ -177,23 +179,24 @@ class MemoryLedger:
         )
 
     def budget_block(self, item: ServableLineItem, price_units: int, now: float) -> str | None:
-        # Runs for every candidate walked: an unset budget costs no counter lookup.
+        # Runs for every candidate walked: an unset budget costs no counter lookup, and the
+        # ``fits`` tests are inlined (a call per test costs more than the test).
         if (
             item.goal_impressions is not None
             and self._impressions.get(item.id, 0) >= item.goal_impressions
         ):
             return "goal-reached"
-        if item.budget_micros is not None and not fits(
-            self._units.get(item.id, 0), price_units, item.budget_micros
-        ):
+        budget = item.budget_micros
+        if budget is not None and self._units.get(item.id, 0) + price_units > budget * 1000:
             return "budget-exhausted"
-        if item.daily_budget_micros is not None and not fits(
-            self._daily.get((item.id, day_of(now)), 0), price_units, item.daily_budget_micros
+        daily = item.daily_budget_micros
+        if (
+            daily is not None
+            and self._daily.get((item.id, int(now // DAY)), 0) + price_units > daily * 1000
         ):
             return "daily-budget-exhausted"
-        if not fits(
-            self._campaign_units.get(item.campaign_id, 0), price_units, item.campaign_budget_micros
-        ):
+        spent = self._campaign_units.get(item.campaign_id, 0)
+        if spent + price_units > item.campaign_budget_micros * 1000:
             return "campaign-budget-exhausted"
         return None
 
@@ -218,33 +221,38 @@ class MemoryLedger:
         self, listener: str, candidates: Sequence[ServableLineItem], now: float
     ) -> tuple[int | None, str]:
         with self._lock:
+            caps = self._caps
             for position, item in enumerate(candidates):
                 if not item.caps:
                     return position, ""
-                # The window length is part of the key: 3/hour and 5/60 min are different counters.
-                keys = [
-                    (rule.scope, listener, rule.window_seconds, rule.window_start(now))
-                    for rule in item.caps
-                ]
-                if all(
-                    self._caps.get(key, 0) < rule.count
-                    for key, rule in zip(keys, item.caps, strict=True)
-                ):
+                # The window length is part of the key: 3/hour and 5/60 min are different
+                # counters. Keys as ``CapRule.window_start`` makes them, computed inline.
+                keys = []
+                for rule in item.caps:
+                    window = rule.window_seconds
+                    start = -1 if window is None else int(now // window) * window
+                    key = (rule.scope, listener, window, start)
+                    if caps.get(key, 0) >= rule.count:
+                        break
+                    keys.append(key)
+                else:
                     for key in keys:
-                        self._caps[key] += 1
+                        caps[key] += 1
                     return position, ""
         return None, "frequency-capped"
 
     def commit_spend(
         self, item: ServableLineItem, price_units: int, now: float, decision_id: str = ""
     ) -> None:
+        item_id, campaign_id = item.id, item.campaign_id
         with self._lock:
-            self._add(item.id, item.campaign_id, price_units, now, 1)
+            self._units[item_id] += price_units  # ``_add`` inlined: once per fill
+            self._impressions[item_id] += 1
+            self._daily[(item_id, int(now // DAY))] += price_units
+            self._campaign_units[campaign_id] += price_units
             if decision_id:
-                self._reserved[decision_id] = _Reservation(
-                    item.id, item.campaign_id, price_units, now
-                )
-                self._reserved_count[item.id] += 1
+                self._reserved[decision_id] = _Reservation(item_id, campaign_id, price_units, now)
+                self._reserved_count[item_id] += 1
 
     def _add(self, item_id: int, campaign_id: int, units: int, ts: float, sign: int) -> None:
         self._units[item_id] += sign * units
