@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -70,34 +69,29 @@ def listener_kept(listener: str, sample: float) -> bool:
     return int.from_bytes(state.digest(), "little") / _HASH_SPAN < sample
 
 
-_FILL_RECORD = (
-    b'{"type":"' + EventType.FILL.value.encode() + b'","ts":%r,"decision_id":"%s",'
-    b'"line_item_id":%d,"campaign_id":%d,"slot_id":%d,"price_micros":%d,"currency":%s,"v":1}'
-)
+_FILL = EventType.FILL.value
 
 
 def fill_record(decision: Decision) -> bytes:
     """The ``fill`` event of a filled decision: the reservation a restart recovers.
 
-    Formatted into a prepared byte string (the record ``orjson`` would write from a dict
-    of the same fields, in the same order): this runs once per filled ad.
+    ``orjson`` of a dict: formatting the float timestamp in Python costs several times more.
     """
     item = decision.line_item
     assert item is not None
-    return _FILL_RECORD % (
-        float(decision.ts),
-        decision.id.encode(),
-        item.id,
-        item.campaign_id,
-        decision.slot.id,
-        decision.price_micros,
-        _json_string(item.currency),
+    return orjson.dumps(
+        {
+            "type": _FILL,
+            "ts": decision.ts,
+            "decision_id": decision.id,
+            "line_item_id": item.id,
+            "campaign_id": item.campaign_id,
+            "slot_id": decision.slot.id,
+            "price_micros": decision.price_micros,
+            "currency": item.currency,
+            "v": 1,
+        }
     )
-
-
-@lru_cache(maxsize=256)
-def _json_string(value: str) -> bytes:
-    return orjson.dumps(value)
 
 
 def template_of(item: Any, creative: Any) -> AdTemplate:

@@ -105,6 +105,14 @@ class TargetingIndex:
     residual_bits: int = 0
     residuals: dict[int, Predicate] = field(default_factory=dict)
     _keys: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    # Per attribute, the bitset each value admits, unrestricted items included (and for
+    # excludes, the bitset it keeps): one AND per attribute on the request path.
+    _admit: tuple[tuple[str, bool, dict[Any, int], int], ...] | None = field(
+        default=None, repr=False, compare=False
+    )
+    _keep: tuple[tuple[str, bool, dict[Any, int]], ...] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @classmethod
     def build(cls, expressions: Iterable[Mapping[str, Any]]) -> TargetingIndex:
@@ -132,6 +140,7 @@ class TargetingIndex:
         for key, bits in restricted.items():
             index.include.setdefault(key, {})
             index.unrestricted[key] = index.all_bits & ~bits
+        index._prepare()
         return index
 
     @property
@@ -146,27 +155,55 @@ class TargetingIndex:
             )
         return self._keys
 
+    def _prepare(self) -> None:
+        self._admit = tuple(
+            (
+                key,
+                key in MULTI_VALUED_KEYS,
+                table
+                if key in MULTI_VALUED_KEYS
+                else {value: self.unrestricted[key] | bits for value, bits in table.items()},
+                self.unrestricted[key],
+            )
+            for key, table in self.include.items()
+        )
+        self._keep = tuple(
+            (
+                key,
+                key in MULTI_VALUED_KEYS,
+                {value: self.all_bits & ~bits for value, bits in table.items()},
+            )
+            for key, table in self.exclude.items()
+        )
+
     def candidates(self, attributes: Attributes) -> int:
         """Bitset of line items whose targeting admits the request."""
+        if self._admit is None or self._keep is None:
+            self._prepare()
+            assert self._admit is not None and self._keep is not None
         bits = self.all_bits
-        for key, table in self.include.items():
+        for key, multi, admits, unrestricted in self._admit:
             value = attributes.get(key)
-            if key in MULTI_VALUED_KEYS:
-                admitted = self.unrestricted[key]
+            if multi:
+                admitted = unrestricted
                 for member in value or ():
-                    admitted |= table.get(member, 0)
+                    admitted |= admits.get(member, 0)
+                bits &= admitted
             else:
-                admitted = self.unrestricted[key] | table.get(value, 0)
-            bits &= admitted
+                bits &= admits.get(value, unrestricted)
             if not bits:
                 return 0
-        for key, table in self.exclude.items():
+        for key, multi, keeps in self._keep:
             value = attributes.get(key)
-            if key in MULTI_VALUED_KEYS:
+            if multi:
                 for member in value or ():
-                    bits &= ~table.get(member, 0)
+                    kept = keeps.get(member)
+                    if kept is not None:
+                        bits &= kept
             elif value is not None:
-                bits &= ~table.get(value, 0)
+                kept = keeps.get(value)
+                if kept is not None:
+                    bits &= kept
         pending = bits & self.residual_bits
         for position in iter_bits(pending):
             if not self.residuals[position](attributes):
