@@ -87,7 +87,7 @@ class AudienceSketches:
         table: OpportunityTable,
         *,
         now: float,
-        max_days: int = 56,
+        max_days: int = 35,
         lg_k: int = LG_K,
         max_values: int = 64,
     ) -> AudienceSketches | None:
