@@ -8,6 +8,10 @@ and a residual (``any``, a ``not`` over several keys, a second ``segments`` test
 keys) evaluated by the server's own ``compile_predicate``, once per distinct combination
 of the attributes it mentions among the candidate rows (not once per row). The tests
 compare it row by row with ``compile_predicate`` on random expressions.
+
+``rows`` answers the same as sorted row indices through Roaring bitmaps of the leaves
+(bulk forecasts): an AND of compressed bitmaps and one ``to_array`` cost a tenth of a
+boolean AND plus ``flatnonzero`` over every row.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from pyroaring import BitMap
 
 from backbeat.catalog.targeting import MULTI_VALUED_KEYS
 from backbeat.forecast.history import OpportunityTable
@@ -30,6 +35,8 @@ class Matcher:
         self.table = table
         self.size = table.size
         self._cache: OrderedDict[tuple[str, frozenset[Any]], np.ndarray] = OrderedDict()
+        self._bitmaps: OrderedDict[tuple[str, frozenset[Any]], BitMap] = OrderedDict()
+        self._all_bitmap: BitMap | None = None
         # A mask is a byte per row: bound the cache by memory, not by count.
         self._cache_size = max(16, cache_bytes // max(self.size, 1))
         self._segment_rows: list[np.ndarray] | None = None
@@ -87,6 +94,19 @@ class Matcher:
             self._cache.popitem(last=False)
         return mask
 
+    def leaf_bitmap(self, key: str, values: frozenset[Any]) -> BitMap:
+        """``leaf`` as a Roaring bitmap (cached; do not modify it)."""
+        cache_key = (key, values)
+        found = self._bitmaps.get(cache_key)
+        if found is not None:
+            self._bitmaps.move_to_end(cache_key)
+            return found
+        bitmap = BitMap(np.flatnonzero(self.leaf(key, values)).astype(np.uint32))
+        self._bitmaps[cache_key] = bitmap
+        if len(self._bitmaps) > self._cache_size:
+            self._bitmaps.popitem(last=False)
+        return bitmap
+
     # -- expressions ------------------------------------------------------------------------
 
     def match(self, expression: Mapping[str, Any]) -> np.ndarray:
@@ -104,6 +124,35 @@ class Matcher:
         for residual in split.residual:
             mask = self._residual(residual, mask)
         return mask
+
+    def bitmap(self, expression: Mapping[str, Any], slots: frozenset[Any] | None = None) -> BitMap:
+        """``match`` (and, with ``slots``, only those slots) as a bitmap of rows."""
+        split = split_expression(expression)
+        bitmap: BitMap | None = None
+        for key, values in split.includes.items():
+            part = self.leaf_bitmap(key, values)
+            bitmap = part if bitmap is None else bitmap & part
+        if slots:
+            part = self.leaf_bitmap("slots", slots)
+            bitmap = part if bitmap is None else bitmap & part
+        for key, values in split.excludes.items():
+            bitmap = (self._everything() if bitmap is None else bitmap) - self.leaf_bitmap(
+                key, values
+            )
+        if bitmap is None:
+            bitmap = self._everything()
+        if split.residual:
+            mask = np.zeros(self.size, dtype=bool)
+            mask[bitmap_rows(bitmap)] = True
+            for residual in split.residual:
+                mask = self._residual(residual, mask)
+            bitmap = BitMap(np.flatnonzero(mask).astype(np.uint32))
+        return bitmap
+
+    def _everything(self) -> BitMap:
+        if self._all_bitmap is None:
+            self._all_bitmap = BitMap(np.arange(self.size, dtype=np.uint32))
+        return self._all_bitmap
 
     def _residual(self, expression: Mapping[str, Any], candidates: np.ndarray) -> np.ndarray:
         """``candidates`` narrowed by ``compile_predicate(expression)``, evaluated once per
@@ -156,6 +205,11 @@ class Matcher:
         )
         out[rows] = verdict[inverse.reshape(-1)]
         return out
+
+
+def bitmap_rows(bitmap: BitMap) -> np.ndarray:
+    """The rows of a bitmap, ascending, as int64 (what ``np.flatnonzero`` gives a mask)."""
+    return np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
 
 
 def _mentions(expression: Mapping[str, Any], into: dict[str, set[Any]]) -> None:
