@@ -16,9 +16,11 @@ as the union of the key's other values and "absent"; a listener-level one by
 ``theta_a_not_b``); anything else (two request-level keys, ``any``, nested ``not``,
 unknown keys) returns None and reach falls back to the sample.
 
-Days are counted back from ``now`` (bucket ``j`` holds ``[now - (j + 1) d, now - j d)``),
-so a slice of whole days before ``now`` is exactly a union of buckets. Unions per value
-and per value set are cached (LRU): a batch of drafts over the same flight shares them.
+Days are counted back from ``now`` (day ``j`` holds ``[now - (j + 1) d, now - j d)``), and a
+slice always ends at ``now``: so each value keeps, for every ``n``, the union of its last
+``n`` days (built once as a running union), and a draft's key costs one union of its
+values' sketches, cached (LRU) per value set and slice: a batch of drafts over the same
+flight shares them. Memory: at most ``days x values x 2^lg_k`` hashes of 8 bytes.
 """
 
 from __future__ import annotations
@@ -63,14 +65,15 @@ def _empty() -> compact_theta_sketch:
 
 @dataclass
 class AudienceSketches:
-    """Compact theta sketches of listener ids per (key, value code, day bucket)."""
+    """Compact theta sketches of listener ids per (key, value code) and slice of days."""
 
     now: float
     days: int
     lg_k: int
     codes: dict[str, dict[Any, int]]  # key -> value -> code (as the table coded it)
-    sketches: dict[tuple[str, int], list[compact_theta_sketch | None]]  # (key, code) -> buckets
-    everyone: list[compact_theta_sketch | None]
+    # (key, code) -> [listeners with the value in the last n + 1 days for n in 0..days-1]
+    sketches: dict[tuple[str, int], list[compact_theta_sketch]]
+    everyone: list[compact_theta_sketch]
     listener_level: frozenset[str]
     scale: float = 1.0  # 1 / the decision log's listener sampling rate
     log_rate: float = 1.0
@@ -130,7 +133,7 @@ class AudienceSketches:
                 out[(key // days - 1, key % days)] = sketch.compact()
             return out
 
-        sketches: dict[tuple[str, int], list[compact_theta_sketch | None]] = {}
+        daily: dict[tuple[str, int], list[compact_theta_sketch | None]] = {}
         codes: dict[str, dict[Any, int]] = {}
         listener_level = set()
         for key, column in table.single.items():
@@ -140,7 +143,7 @@ class AudienceSketches:
             codes[key] = dict(vocab.codes)
             values = column[recent]
             for (code, day), sketch in sketch_groups(values, listener, bucket).items():
-                sketches.setdefault((key, code), [None] * days)[day] = sketch
+                daily.setdefault((key, code), [None] * days)[day] = sketch
             if _constant_per_listener(column.astype(np.int64), table.listener):
                 listener_level.add(key)
         if 0 < len(table.segment_vocab) <= max_values:
@@ -154,7 +157,7 @@ class AudienceSketches:
                 table.segment_codes[keep], table.listener[rows].astype(np.int64), row_bucket
             )
             for (code, day), sketch in groups.items():
-                sketches.setdefault(("segments", code), [None] * days)[day] = sketch
+                daily.setdefault(("segments", code), [None] * days)[day] = sketch
             # Segments are listener-level when each listener's list never changes.
             signature = np.zeros(table.size, dtype=np.int64)
             np.add.at(
@@ -165,9 +168,11 @@ class AudienceSketches:
             if _constant_per_listener(signature, table.listener):
                 listener_level.add("segments")
         everyone_groups = sketch_groups(np.zeros(recent.size, dtype=np.int64), listener, bucket)
-        everyone: list[compact_theta_sketch | None] = [None] * days
+        everyone_daily: list[compact_theta_sketch | None] = [None] * days
         for (_, day), sketch in everyone_groups.items():
-            everyone[day] = sketch
+            everyone_daily[day] = sketch
+        sketches = {key: _running_unions(buckets, lg_k) for key, buckets in daily.items()}
+        everyone = _running_unions(everyone_daily, lg_k)
         return cls(
             now=now,
             days=days,
@@ -226,7 +231,7 @@ class AudienceSketches:
                     intersection.update(part)
                 result = intersection.get_result()
         else:
-            result = self._union_of_buckets(("*", days), self.everyone[:days])
+            result = self.everyone[days - 1]
         for key, values in sorted(excludes.items()):
             if result.is_empty():
                 break
@@ -255,20 +260,8 @@ class AudienceSketches:
         return self._store(cache_key, _union(per_value, self.lg_k))
 
     def _value_union(self, key: str, code: int, days: int) -> compact_theta_sketch:
-        buckets = self.sketches.get((key, code))
-        if buckets is None:
-            return _empty()
-        return self._union_of_buckets((key, code, days), buckets[:days])
-
-    def _union_of_buckets(
-        self, cache_key: tuple[Any, ...], buckets: Sequence[compact_theta_sketch | None]
-    ) -> compact_theta_sketch:
-        found = self._cached(cache_key)
-        if found is not None:
-            return found
-        return self._store(
-            cache_key, _union([sketch for sketch in buckets if sketch is not None], self.lg_k)
-        )
+        running = self.sketches.get((key, code))
+        return _empty() if running is None else running[days - 1]
 
     def _cached(self, key: tuple[Any, ...]) -> compact_theta_sketch | None:
         found = self._cache.get(key)
@@ -285,10 +278,23 @@ class AudienceSketches:
     @property
     def retained(self) -> int:
         """Hashes held by the day sketches (8 bytes each): the memory they take."""
-        count = sum(s.num_retained for s in self.everyone if s is not None)
-        for buckets in self.sketches.values():
-            count += sum(s.num_retained for s in buckets if s is not None)
+        count = sum(sketch.num_retained for sketch in self.everyone)
+        for running in self.sketches.values():
+            count += sum(sketch.num_retained for sketch in running)
         return count
+
+
+def _running_unions(
+    daily: Sequence[compact_theta_sketch | None], lg_k: int
+) -> list[compact_theta_sketch]:
+    """``out[n]``: the union of days ``0..n`` (one two-sketch union per day)."""
+    out: list[compact_theta_sketch] = []
+    current = _empty()
+    for sketch in daily:
+        if sketch is not None:
+            current = _union([current, sketch], lg_k)
+        out.append(current)
+    return out
 
 
 def _union(sketches: Sequence[compact_theta_sketch], lg_k: int) -> compact_theta_sketch:
