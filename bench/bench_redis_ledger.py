@@ -6,7 +6,9 @@ Starts a throwaway ``redis-server`` (Debian package ``redis-server``) on a free 
 synthetic catalog (bench/synthetic.py: ~60% of line items capped, every paid one budgeted),
 and runs the same request mix as ``bench_serving.py`` through ``AdServer.decide`` with the
 embedded ``MemoryLedger`` and then with ``RedisLedger``. A warm-up pass lets the budget
-leases fill first: in steady state no decision waits for one.
+leases fill first: in steady state no decision waits for one. Every fill is logged (its
+budget reservation); afterwards one reconciler pass reads those records back (into the
+process for the memory ledger, into Redis for the shared one) and is timed too.
 """
 
 from __future__ import annotations
@@ -113,14 +115,27 @@ def run(label: str, settings: Settings, slots: list[int], requests: int, warmup:
         stats = ledger.stats if isinstance(ledger, RedisLedger) else None
         caps_before = stats.caps if stats else 0
         background_before = stats.background if stats else 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         decisions = [server.decide(request) for request in batch]
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         reasons = Counter(d[0].no_fill_reason for d in decisions if not d[0].filled)
         filled = sum(d[0].filled for d in decisions)
         print(
             f"{label:<13} {requests / elapsed:>9,.0f} decisions/s  "
-            f"({elapsed / requests * 1e6:.1f} µs each, fill {filled / requests:.1%})"
+            f"({elapsed / requests * 1e6:.1f} µs each, {cpu / requests * 1e6:.1f} µs CPU, "
+            f"fill {filled / requests:.1%})"
+        )
+        services.event_log.flush()
+        reconcile = server._reconcile
+        assert reconcile is not None
+        started, cpu = time.perf_counter(), time.process_time()
+        done = reconcile(time.time())
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        reservations = getattr(done, "reservations", 0)
+        print(
+            f"{'':<13} reconcile pass: {getattr(done, 'records', 0):,} records, "
+            f"{reservations:,} fills in {elapsed * 1e3:.0f} ms ({cpu * 1e3:.0f} ms CPU): "
+            f"{reservations / max(elapsed, 1e-9):,.0f} fills/s"
         )
         if stats:
             caps = stats.caps - caps_before

@@ -43,7 +43,8 @@ LOCK_SECONDS = 30.0
 RECORDS_PER_CALL = 300  # a longer script would stall every replica's caps calls
 EXPIRE_PER_CALL = 500
 LOG_ID_FILE = "ledger-log-id"
-REBUILDING = "~rebuilding"
+REBUILDING = "~rebuilding"  # fields of the position that are not segments
+VERSION = "~v"
 
 _IMPRESSION = b'{"type":"' + EventType.IMPRESSION.value.encode() + b'"'
 _FILL = b'{"type":"' + EventType.FILL.value.encode() + b'"'
@@ -108,9 +109,9 @@ class RedisReconciler:
             self._reader = None  # another replica leads: its position will be newer than ours
             return RedisReconcileRun(leader=False)
         stored = ledger._call("reconcile", lambda: ledger._slow.hgetall(self.cursor_key))
-        position = {key.decode(): int(value) for key, value in stored.items()}
-        rebuilding = not position or REBUILDING in position
-        position.pop(REBUILDING, None)
+        fields = {key.decode(): int(value) for key, value in stored.items()}
+        rebuilding = VERSION not in fields or REBUILDING in fields
+        position = {name: at for name, at in fields.items() if not name.startswith("~")}
         if self._reader is None or position != self._written:
             self._reader = EventLogReader(self.directory, start=Checkpoint(offsets=position))
             self._written = dict(position)

@@ -124,8 +124,8 @@ return 0
 """
 
 RECONCILE_LUA = """
--- KEYS: lock, cursor (hash: segment -> offset; '~rebuilding' while a first pass runs),
--- reconciled-at. ARGV: token, prefix, now, render window, dedup seconds, lock ttl ms,
+-- KEYS: lock, cursor (hash: segment -> offset; '~v' once a pass has run, '~rebuilding'
+-- while a first pass runs), reconciled-at. ARGV: token, prefix, now, render window, dedup seconds, lock ttl ms,
 -- rebuilding ('1': a first pass over the log, Redis holding nothing yet), done ('1': the
 -- pass reached the end of the log), expire limit, n offsets, then n (segment, offset)
 -- pairs, then records of 6: kind ('f' fill, 'i' impression), decision id, line item,
@@ -165,10 +165,6 @@ local function add(item, campaign, day, field_i, field_u, n, units)
   redis.call('HINCRBY', li, field_u, int(units))
   redis.call('HINCRBY', c, field_u, int(units))
   redis.call('HINCRBY', d, field_u, int(units))
-  if redis.call('TTL', li) == -1 then redis.call('EXPIRE', li, KEEP) end
-  if redis.call('TTL', c) == -1 then redis.call('EXPIRE', c, KEEP) end
-  local keep_day = math.floor((day + 3) * DAY - now)
-  if keep_day > 0 then redis.call('EXPIRE', d, keep_day) end
   touched[item .. ':' .. campaign .. ':' .. day] = true
 end
 
@@ -228,8 +224,8 @@ while at + 5 <= #ARGV do
   end
 end
 
--- What is leased covers what is counted and reserved (a no-op unless Redis lost data or a
--- fill record was lost; on a first pass it sets the leases up).
+-- On a first pass, what is leased is set to cover what is counted and reserved (after that
+-- every step above keeps it so).
 local function cover(key, amount)
   local leased = tonumber(redis.call('GET', key))
   if leased == nil then
@@ -243,10 +239,17 @@ local function field(key, name) return tonumber(redis.call('HGET', key, name)) o
 for spot in pairs(touched) do
   local item, campaign, day = string.match(spot, '^(%d+):(%d+):(%d+)$')
   local li, c, d = p .. 'li:' .. item, p .. 'c:' .. campaign, p .. 'lday:' .. item .. ':' .. day
-  cover(p .. 'lease:g:' .. item, field(li, 'i') + field(li, 'ri'))
-  cover(p .. 'lease:li:' .. item, micros_up(field(li, 'u') + field(li, 'ru')))
-  cover(p .. 'lease:lid:' .. item .. ':' .. day, micros_up(field(d, 'u') + field(d, 'ru')))
-  cover(p .. 'lease:c:' .. campaign, micros_up(field(c, 'u') + field(c, 'ru')))
+  -- Replicas serving the item keep these alive to a week after its flight; a day's to 3 days.
+  if redis.call('TTL', li) == -1 then redis.call('EXPIRE', li, KEEP) end
+  if redis.call('TTL', c) == -1 then redis.call('EXPIRE', c, KEEP) end
+  local keep_day = math.floor((day + 3) * DAY - now)
+  if keep_day > 0 then redis.call('EXPIRE', d, keep_day) end
+  if rebuilding then
+    cover(p .. 'lease:g:' .. item, field(li, 'i') + field(li, 'ri'))
+    cover(p .. 'lease:li:' .. item, micros_up(field(li, 'u') + field(li, 'ru')))
+    cover(p .. 'lease:lid:' .. item .. ':' .. day, micros_up(field(d, 'u') + field(d, 'ru')))
+    cover(p .. 'lease:c:' .. campaign, micros_up(field(c, 'u') + field(c, 'ru')))
+  end
 end
 
 -- Reservations past their render window are released: the ad never played.
@@ -265,6 +268,7 @@ if done then
 end
 
 for i = 11, 10 + 2 * tonumber(ARGV[10]), 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[2], '~v', '1')
 if rebuilding and not done then redis.call('HSET', KEYS[2], '~rebuilding', '1') end
 if done then
   redis.call('HDEL', KEYS[2], '~rebuilding')
