@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     assert sketches is not None
     sketch_count = len(sketches.sketches) * sketches.days
     print(
-        f"build: {cpu:.2f} s CPU ({wall:.2f} s wall); {sketch_count:,} day sketches of "
+        f"build: {cpu:.2f} s CPU ({wall:.2f} s wall); {sketch_count:,} sketches (value x last n days) of "
         f"{len(sketches.codes)} keys, {sketches.retained:,} hashes = "
         f"{sketches.retained * 8 / 2**20:.1f} MiB; peak RSS +{peak_mib() - before:.0f} MiB"
     )
