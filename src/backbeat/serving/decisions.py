@@ -163,7 +163,7 @@ class Decider:
         checks = snapshot.checks
         # Flight, currency and reserve as bitsets: the walk visits only items passing them.
         static = checks.live(now) & checks.priced(slot.currency, reserve)
-        rest = planned & static
+        walk = iter_bits(planned & static)
         items = snapshot.line_items
         budget_block = self.ledger.budget_block
         pacing = self.pacing
@@ -176,13 +176,10 @@ class Decider:
 
         def pull() -> ServableLineItem | None:
             """The next locally eligible item, best first (budgets and pacing checked here)."""
-            nonlocal rest, eligible_seen, cursor
+            nonlocal eligible_seen, cursor
             if ahead:
                 return ahead.pop(0)
-            while rest:
-                low = rest & -rest
-                rest ^= low
-                cursor = low.bit_length() - 1
+            for cursor in walk:  # resumes where the last pull stopped
                 item = items[cursor]
                 reason = budget_block(item, item.cpm_micros, now)
                 if reason is None and item.even_paced:
