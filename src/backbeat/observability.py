@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import itertools
 import logging
 import os
 import secrets
 import sys
+import threading
 from contextvars import ContextVar
+from typing import Any
 
 import structlog
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
@@ -25,8 +30,29 @@ log = structlog.get_logger("backbeat")
 REQUEST_ID: ContextVar[str | None] = ContextVar("backbeat_request_id", default=None)
 
 
+_request_ids = itertools.count()
+_request_id_prefix = secrets.token_hex(4)
+
+
+def _new_request_id_prefix() -> None:
+    global _request_id_prefix, _request_ids
+    _request_id_prefix, _request_ids = secrets.token_hex(4), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_request_id_prefix)  # a forked worker numbers anew
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(8)
+    """16 hex digits: a random prefix per process and a counter.
+
+    Ids only need to be unique, not unguessable: a counter costs no ``getrandom`` system
+    call per request (``secrets.token_hex`` did, on every ``/vast`` and pixel).
+    """
+    number = next(_request_ids)
+    if number >= 1 << 32:
+        _new_request_id_prefix()
+        number = next(_request_ids)
+    return f"{_request_id_prefix}{number:08x}"
 
 
 def _add_request_id(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
@@ -107,8 +133,70 @@ REQUESTS_REFUSED = Counter(
 )
 
 
+class Tally:
+    """Counts and latencies of the hot paths, kept in plain numbers and flushed to Prometheus
+    at most ``flush_seconds`` later (and before this process renders ``/metrics``).
+
+    With ``--workers N`` every Prometheus update is a locked write into a shared memory
+    map plus a ``getpid`` system call; a pixel made three of them. Here a request adds to
+    a dict, and one flush per quarter second writes the sums.
+    """
+
+    def __init__(self, flush_seconds: float = 0.25) -> None:
+        self.flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._counts: dict[Any, int] = {}
+        self._latencies: dict[Any, list[float]] = {}  # child -> [sum, count per bucket...]
+        self._scheduled = False
+
+    def count(self, counter: Any, amount: int = 1) -> None:
+        """``counter.inc(amount)``, later; ``counter`` is a labelled child."""
+        with self._lock:
+            self._counts[counter] = self._counts.get(counter, 0) + amount
+        self._schedule()
+
+    def observe(self, histogram: Any, seconds: float) -> None:
+        """``histogram.observe(seconds)``, later; ``histogram`` is a labelled child."""
+        with self._lock:
+            tally = self._latencies.get(histogram)
+            if tally is None:
+                tally = self._latencies[histogram] = [0.0] * (len(histogram._upper_bounds) + 1)
+            tally[0] += seconds
+            # The first bucket whose upper bound holds it, as ``Histogram.observe`` picks.
+            tally[1 + bisect.bisect_left(histogram._upper_bounds, seconds)] += 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a thread, a test): write at once
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_later(self.flush_seconds, self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            latencies, self._latencies = self._latencies, {}
+            self._scheduled = False
+        for counter, amount in counts.items():
+            counter.inc(amount)
+        for histogram, tally in latencies.items():
+            histogram._sum.inc(tally[0])
+            for bucket, amount in zip(histogram._buckets, tally[1:], strict=True):
+                if amount:
+                    bucket.inc(amount)
+
+
+TALLY = Tally()
+
+
 def render_metrics() -> bytes:
     """Prometheus text; aggregates all worker processes when running multi-process."""
+    TALLY.flush()  # this process's hot-path counts; other workers flush on their own timer
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

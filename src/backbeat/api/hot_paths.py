@@ -25,7 +25,7 @@ from backbeat.api.problems import (
 )
 from backbeat.api.routes.serving import VastQuery, build_request, client_identity
 from backbeat.errors import BackbeatError
-from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, log
+from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, TALLY, log
 from backbeat.serving.request import PodRequest
 
 Scope = MutableMapping[str, Any]
@@ -39,11 +39,29 @@ VAST_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 PROBLEM_HEADERS = [(b"content-type", PROBLEM_MEDIA_TYPE.encode())]
-_latency = {route: HTTP_LATENCY.labels(route) for route in (VAST_PATH, "/t/{event}")}
+TRACKING_ROUTE = "/t/{event}"
+_latency = {route: HTTP_LATENCY.labels(route) for route in (VAST_PATH, TRACKING_ROUTE)}
+_requests: dict[tuple[str, str, int], Any] = {}  # labelled counters, resolved once each
+# The only request headers the hot paths read (device headers count only with an SSAI key).
+_READ_HEADERS = frozenset({b"user-agent", b"authorization", b"x-device-ip", b"x-device-user-agent"})
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    """The headers the hot paths read, decoded; the rest are never looked at."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in _READ_HEADERS
+    }
+
+
+def _counter(route: str, method: str, status: int) -> Any:
+    counter = _requests.get((route, method, status))
+    if counter is None:  # resolving labels costs more than counting
+        counter = _requests[route, method, status] = HTTP_REQUESTS.labels(
+            route, method, str(status)
+        )
+    return counter
 
 
 def query_params(raw: bytes) -> dict[str, str]:
@@ -144,7 +162,7 @@ class HotPaths:
                 await self._answer(scope, send, VAST_PATH, self._vast)
                 return
             if path.startswith(TRACKING_PREFIX) and "/" not in path[len(TRACKING_PREFIX) :]:
-                await self._answer(scope, send, "/t/{event}", self._track)
+                await self._answer(scope, send, TRACKING_ROUTE, self._track)
                 return
         await self.app(scope, receive, send)  # type: ignore[arg-type]
 
@@ -183,12 +201,12 @@ class HotPaths:
                 scope["path"],
             )
             status, headers, body = 500, PROBLEM_HEADERS, orjson.dumps(problem)
+        if body:  # a length, not chunked transfer encoding
+            headers = [*headers, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
-        _latency[route].observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+        await send({"type": "http.response.body", "body": body})
+        TALLY.observe(_latency[route], time.perf_counter() - started)
+        TALLY.count(_counter(route, scope["method"], status))
 
     def _params(self, scope: Scope) -> dict[str, str]:
         return query_params(scope["query_string"])

@@ -184,10 +184,20 @@ class EventLogWriter:
         """Append and wait for durability without blocking the event loop.
 
         The waiter is a plain asyncio future: after each fsync the writer thread wakes each
-        loop once for the whole batch (``call_soon_threadsafe``), not once per record.
+        loop once for the whole batch (``call_soon_threadsafe``), not once per record. No
+        thread future is made: this runs once per tracking pixel.
         """
         waiter = asyncio.get_running_loop().create_future()
-        self._enqueue((self._checked(payload),), waiter=waiter)
+        if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
+            payload = self._checked(payload)
+        with self._cond:
+            if self._closing:
+                raise EventLogClosed("event log writer is closed", directory=str(self.directory))
+            self._queue.append(_Pending((payload,), None, waiter))
+            self._queued_records += 1
+            self._urgent += 1
+            if self._writer_idle or self._flush_requested or self._queued_records >= self.max_batch:
+                self._cond.notify()
         await waiter
 
     def append_nowait(self, payload: bytes) -> None:
@@ -257,18 +267,15 @@ class EventLogWriter:
             )
         return payload
 
-    def _enqueue(
-        self, payloads: tuple[bytes, ...], *, waiter: asyncio.Future[None] | None = None
-    ) -> Future[None]:
+    def _enqueue(self, payloads: tuple[bytes, ...]) -> Future[None]:
         future: Future[None] = Future()
-        if waiter is None:
-            # RUNNING futures cannot be cancelled, so the writer never finds one it may not
-            # complete, and a cancelled request does not make the record look withdrawn.
-            future.set_running_or_notify_cancel()
+        # RUNNING futures cannot be cancelled, so the writer never finds one it may not
+        # complete, and a cancelled request does not make the record look withdrawn.
+        future.set_running_or_notify_cancel()
         with self._cond:
             if self._closing:
                 raise EventLogClosed("event log writer is closed", directory=str(self.directory))
-            self._queue.append(_Pending(payloads, future if waiter is None else None, waiter))
+            self._queue.append(_Pending(payloads, future))
             self._queued_records += len(payloads)
             self._urgent += 1
             if not payloads:
