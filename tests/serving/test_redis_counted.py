@@ -312,3 +312,22 @@ def test_local_state_of_ended_flights_and_read_fills_is_forgotten(redis_url):
         assert list(ledger._entries) == [2]
         assert not [key for key in ledger._leases if key.endswith(("li:1", "c:1001"))]
         assert not [key for key in ledger._counters if key.startswith(f"{ledger.prefix}li:1#")]
+
+
+def test_a_malformed_record_is_skipped_and_never_stops_the_reader(redis_url, tmp_path):
+    shared, line_item = prefix(), item(1, budget=10**9)
+    with (
+        RedisLedger(redis_url, prefix=shared) as ledger,
+        EventLogWriter(tmp_path) as log,
+    ):
+        for bad in (
+            b'{"type":"fill","decision_id":"a|b","line_item_id":1,"campaign_id":1,"price_micros":1}',
+            b'{"type":"fill","decision_id":"ab","line_item_id":"x","price_micros":1}',
+            b'{"type":"impression","decision_id":"ab","line_item_id":1,"price_micros":-5}',
+            b'{"type":"impression", not json',
+        ):
+            log.append(bad)
+        log.append(fill(new_decision_id(T0), line_item, CPM_10))
+        log.flush()
+        run = RedisReconciler(ledger, tmp_path).run(T0)
+        assert (run.leader, run.records, run.reservations, run.impressions) == (True, 5, 1, 0)

@@ -116,8 +116,9 @@ class _Entry:
     reserved_today: _Counter
 
     def counters(self) -> tuple[_Counter, ...]:
+        """What ``delivery`` reads (the campaign's counted spend only floors its lease)."""
         return (
-            self.units, self.impressions, self.today, self.campaign,
+            self.units, self.impressions, self.today,
             self.reserved_units, self.reserved_impressions, self.reserved_today,
         )  # fmt: skip
 

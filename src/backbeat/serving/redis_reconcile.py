@@ -116,7 +116,7 @@ class RedisReconciler:
             self._reader = EventLogReader(self.directory, start=Checkpoint(offsets=position))
             self._written = dict(position)
         records = impressions = reservations = released = 0
-        batch: list[Any] = []
+        batch: list[str] = []
         for record in self._reader.records():
             records += 1
             payload = record.payload
@@ -128,14 +128,25 @@ class RedisReconciler:
                 kind = "f"
             else:
                 continue
-            event = orjson.loads(payload)
-            decision_id, item_id = event.get("decision_id"), event.get("line_item_id")
-            if not decision_id or not item_id:
+            try:
+                event = orjson.loads(payload)
+            except orjson.JSONDecodeError:
                 continue
-            ts = decision_ts(decision_id) or float(event.get("ts") or now)
-            batch += [kind, decision_id, int(item_id), int(event.get("campaign_id") or 0),
-                      int(event.get("price_micros") or 0), ts]  # fmt: skip
-            if len(batch) >= 6 * RECORDS_PER_CALL:
+            decision_id, item_id = event.get("decision_id"), event.get("line_item_id")
+            campaign_id, price = event.get("campaign_id") or 0, event.get("price_micros") or 0
+            # Tracking validated these; a record that is not so must never stop the reader.
+            if not (
+                isinstance(decision_id, str) and decision_id.isalnum()
+                and isinstance(item_id, int) and item_id > 0
+                and isinstance(campaign_id, int) and campaign_id >= 0
+                and isinstance(price, int) and price >= 0
+            ):  # fmt: skip
+                continue
+            logged = event.get("ts")
+            ts = decision_ts(decision_id) or (logged if isinstance(logged, int | float) else now)
+            # One argument per record: packing six costs more than the script runs.
+            batch.append(f"{kind}|{decision_id}|{item_id}|{campaign_id}|{price}|{ts!r}")
+            if len(batch) >= RECORDS_PER_CALL:
                 counted, reserved, _ = self._call(now, batch, rebuilding, done=False)
                 impressions, reservations = impressions + counted, reservations + reserved
                 batch = []
@@ -150,7 +161,7 @@ class RedisReconciler:
         return RedisReconcileRun(True, records, impressions, reservations, released)
 
     def _call(
-        self, now: float, records: list[Any], rebuilding: bool, *, done: bool
+        self, now: float, records: list[str], rebuilding: bool, *, done: bool
     ) -> tuple[int, int, int]:
         assert self._reader is not None
         offsets = self._reader.checkpoint.offsets

@@ -128,8 +128,8 @@ RECONCILE_LUA = """
 -- while a first pass runs), reconciled-at. ARGV: token, prefix, now, render window, dedup seconds, lock ttl ms,
 -- rebuilding ('1': a first pass over the log, Redis holding nothing yet), done ('1': the
 -- pass reached the end of the log), expire limit, n offsets, then n (segment, offset)
--- pairs, then records of 6: kind ('f' fill, 'i' impression), decision id, line item,
--- campaign, CPM micros, decision time (s).
+-- pairs, then one argument per record: 'kind|decision id|line item|campaign|CPM micros|
+-- decision time (s)', kind 'f' (fill) or 'i' (impression).
 -- Returns {status (-1: lock lost), counted, reserved, released}.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0, 0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -179,11 +179,10 @@ local function unreserve(id)
   return {item, campaign, units, day}
 end
 
-local at = 11 + 2 * tonumber(ARGV[10])
-while at + 5 <= #ARGV do
-  local kind, id, item, campaign = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local units, ts = tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
-  at = at + 6
+for at = 11 + 2 * tonumber(ARGV[10]), #ARGV do
+  local kind, id, item, campaign, units, ts =
+    string.match(ARGV[at], '^(%a)|([^|]+)|(%d+)|(%d+)|(%d+)|([^|]+)$')
+  units, ts = tonumber(units), tonumber(ts)
   local day, hour = math.floor(ts / DAY), math.floor(ts / HOUR)
   local seen_key = p .. 'counted:' .. hour
   local seen_ttl = math.floor((hour + 1) * HOUR + dedup - now)
