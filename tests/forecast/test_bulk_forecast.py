@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backbeat.errors import InvalidInput
+from backbeat.forecast.matching import Matcher, bitmap_rows
 from backbeat.forecast.service import Forecaster, ForecastQuery, ForecastResult
-from backbeat.forecast.synthetic import COUNTRIES, DEVICES, GENRES, SEGMENTS
+from backbeat.forecast.synthetic import COUNTRIES, DEVICES, GENRES, SEGMENTS, synthetic_table
+from backbeat.serving.targeting_index import compile_predicate
 
 FIGURES = ("matched", "possible", "available", "reach", "average_frequency", "clicks")
 FIGURES += ("conversions",)
@@ -165,3 +167,44 @@ def test_bulk_false_and_empty_inputs_take_the_single_path():
     assert_same(one, f.forecast(queries[0], bulk=True))
     full = f.forecast_many(queries * 2, bulk=False)
     assert_same(full[1], f.forecast(queries[0]))
+
+
+LEAVES = st.one_of(
+    st.builds(
+        lambda v: {"countries": v},
+        st.lists(st.sampled_from([c for c, _ in COUNTRIES] + ["CA"]), min_size=1, max_size=3),
+    ),
+    st.builds(lambda v: {"devices": v}, st.lists(st.sampled_from([d for d, _ in DEVICES]))),
+    st.builds(lambda v: {"genres": v}, st.lists(st.sampled_from(GENRES), min_size=1, max_size=3)),
+    st.builds(lambda v: {"segments": v}, st.lists(st.sampled_from(SEGMENTS), max_size=2)),
+    st.builds(lambda v: {"dayparts": v}, st.lists(st.integers(0, 23), min_size=1, max_size=6)),
+)
+EXPRESSIONS = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(
+        st.builds(lambda e: {"not": e}, inner),
+        st.builds(lambda es: {"all": es}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda es: {"any": es}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda a, b: {**a, **b}, inner, inner),
+    ),
+    max_leaves=5,
+)
+
+
+@cache
+def small_matcher() -> tuple[Matcher, list[dict]]:
+    table = synthetic_table(2000, days=7, end=NOW, seed=13)
+    return Matcher(table), [table.attributes(i) for i in range(table.size)]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(EXPRESSIONS, st.one_of(st.none(), st.frozensets(st.integers(1, 5), min_size=1)))
+def test_bitmap_rows_are_the_rows_the_ad_servers_predicate_admits(expression, slots):
+    matcher, rows = small_matcher()
+    predicate = compile_predicate(expression)
+    expected = [
+        i
+        for i, row in enumerate(rows)
+        if predicate(row) and (slots is None or row["slots"] in slots)
+    ]
+    assert bitmap_rows(matcher.bitmap(expression, slots)).tolist() == expected, expression

@@ -25,7 +25,7 @@ from scipy import sparse
 
 from backbeat.catalog.vocabulary import TIER_RANK, Tier
 from backbeat.forecast.booked import BookedAllocation
-from backbeat.forecast.matching import bitmap_rows
+from backbeat.forecast.matching import bitmap_rows, rows_bitmap
 from backbeat.forecast.projection import Projection
 from backbeat.forecast.rowset import (
     CLICKS,
@@ -72,7 +72,7 @@ class BulkIndex:
         self.measured = []
         for column in (MEASURED_CLICKS, MEASURED_CONVERSIONS):
             where = np.flatnonzero(figures[:, column])
-            self.measured.append((BitMap(where.astype(np.uint32)), figures[:, column].copy()))
+            self.measured.append((rows_bitmap(where), figures[:, column].copy()))
         available, possible = TIER_RANK[Tier.GUARANTEED], TIER_RANK[Tier.SPONSORSHIP]
         self.available = rowset.remaining[available]  # (cycles, n) float32
         self.both = (  # available + 1j * after sponsorship, (cycles, n) complex64
@@ -82,10 +82,15 @@ class BulkIndex:
         self.unkept = 1.0 - np.minimum(rowset.listener_keep, 1.0)  # the bulk path's share is 1
         period = projection.period
         self.hour_in_cycle = (np.arange(period) - projection.phase0) % period  # phase -> hour
+        # Allocation nodes reordered row-major (row, cycle): a draft's nodes of one row over
+        # its window cycles are adjacent rows of ``taken_t`` (fewer cache misses).
+        self.sub_count = sub = int(booked.sub_rows.shape[0])
+        self.cycles = cycles = projection.cycles
+        node = (np.arange(cycles)[None, :] * sub + np.arange(sub)[:, None]).reshape(-1)
+        self.node_hour = booked.sub_nodes_hour[node] if sub else np.zeros(0, dtype=np.int64)
         self.taken_t: sparse.csr_matrix | None = None
         if booked.taken is not None and booked.items and rowset.booked_rows.size:
-            self.taken_t = sparse.csr_matrix(booked.taken.T, dtype=np.float64)
-        self.sub_count = int(booked.sub_rows.shape[0])
+            self.taken_t = sparse.csr_matrix(booked.taken.T, dtype=np.float64)[node]
         # Subsample rows per row set row (several may share one): first position in
         # ``sub_order`` and how many, looked up by row.
         self.sub_order = np.argsort(rowset.booked_rows, kind="stable")
@@ -96,7 +101,7 @@ class BulkIndex:
         self.sub_first[booked_rows] = first
         self.sub_many = np.zeros(rowset.size, dtype=np.int64)
         self.sub_many[booked_rows] = many
-        self.booked_bitmap = BitMap(booked_rows.astype(np.uint32))
+        self.booked_bitmap = rows_bitmap(booked_rows)
 
 
 def windows(projection: Projection, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -223,7 +228,6 @@ def _taken(
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
     if index.taken_t is None or not len(cycles):
         return [empty] * count
-    sub = index.sub_count
     # The subsample's rows each draft matches (a row set row may stand for several).
     hits = [bitmap_rows(bitmap & index.booked_bitmap) for bitmap in bitmaps]
     hit = np.concatenate(hits)
@@ -236,9 +240,9 @@ def _taken(
         minlength=count,
     ).astype(np.int64)
     # Nodes (cycle, row) draft by draft: a CSR matrix built directly, no sorting.
-    nodes = (row[:, None] + sub * np.arange(cycles.start, cycles.stop)[None, :]).reshape(-1)
+    nodes = (row[:, None] * index.cycles + np.arange(cycles.start, cycles.stop)).reshape(-1)
     drafts = np.repeat(np.arange(count), per_draft * len(cycles))
-    weight = fractions[drafts, index.booked.sub_nodes_hour[nodes]]
+    weight = fractions[drafts, index.node_hour[nodes]]
     indptr = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(per_draft * len(cycles), out=indptr[1:])
     spread = sparse.csr_matrix((weight, nodes, indptr), shape=(count, index.taken_t.shape[0]))

@@ -16,6 +16,7 @@ boolean AND plus ``flatnonzero`` over every row.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -101,7 +102,7 @@ class Matcher:
         if found is not None:
             self._bitmaps.move_to_end(cache_key)
             return found
-        bitmap = BitMap(np.flatnonzero(self.leaf(key, values)).astype(np.uint32))
+        bitmap = rows_bitmap(np.flatnonzero(self.leaf(key, values)))
         self._bitmaps[cache_key] = bitmap
         if len(self._bitmaps) > self._cache_size:
             self._bitmaps.popitem(last=False)
@@ -146,12 +147,12 @@ class Matcher:
             mask[bitmap_rows(bitmap)] = True
             for residual in split.residual:
                 mask = self._residual(residual, mask)
-            bitmap = BitMap(np.flatnonzero(mask).astype(np.uint32))
+            bitmap = rows_bitmap(np.flatnonzero(mask))
         return bitmap
 
     def _everything(self) -> BitMap:
         if self._all_bitmap is None:
-            self._all_bitmap = BitMap(np.arange(self.size, dtype=np.uint32))
+            self._all_bitmap = rows_bitmap(np.arange(self.size))
         return self._all_bitmap
 
     def _residual(self, expression: Mapping[str, Any], candidates: np.ndarray) -> np.ndarray:
@@ -205,6 +206,11 @@ class Matcher:
         )
         out[rows] = verdict[inverse.reshape(-1)]
         return out
+
+
+def rows_bitmap(rows: np.ndarray) -> BitMap:
+    """A bitmap of row indices (through ``array``: from a numpy array it would iterate)."""
+    return BitMap(array("I", np.asarray(rows, dtype=np.uint32).tobytes()))
 
 
 def bitmap_rows(bitmap: BitMap) -> np.ndarray:
