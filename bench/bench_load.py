@@ -27,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.eventlog import EventLogReader  # noqa: E402
 from backbeat.events import Event  # noqa: E402
-from bench_serving import SIGNING_KEY, free_port, machine, start_server  # noqa: E402
+from bench_serving import (  # noqa: E402
+    SIGNING_KEY,
+    free_port,
+    machine,
+    start_server,
+    tree_cpu_seconds,
+)
 from synthetic import COUNTRIES, DEVICES, GENRES, synthetic_database  # noqa: E402
 
 PLAYER_LUA = """
@@ -124,12 +130,14 @@ def main() -> None:
             }
         )
         server = start_server(env, port, args.workers)
+        cpu_before = tree_cpu_seconds(server.pid)
         try:
             output = subprocess.run(
                 ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
                  "-s", str(script), f"http://127.0.0.1:{port}"],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
+            server_cpu = tree_cpu_seconds(server.pid) - cpu_before
         finally:
             server.terminate()  # a graceful stop: queued records are committed
             server.wait(timeout=60)
@@ -167,6 +175,11 @@ def main() -> None:
             f"tracking    {acked / seconds:>9,.0f} /s   ({acked:,} acknowledged with 204 after fsync)"
         )
         print(f"latency     p50 {p50_us / 1000:.2f} ms   p99 {p99_us / 1000:.2f} ms (both kinds)")
+        print(
+            f"server CPU  {server_cpu / seconds:.2f} cores busy, "
+            f"{server_cpu / max(decisions + acked, 1) * 1e6:.0f} µs per request "
+            f"(load average {os.getloadavg()[0]:.2f} at the end; wrk shares the cores)"
+        )
         print(
             f"errors      {failed:,} non-2xx; socket errors: {sockets.group(1) if sockets else 'none'}"
         )

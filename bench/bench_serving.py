@@ -172,6 +172,11 @@ def free_port() -> int:
 
 
 def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    """``backbeat serve``, once every worker answers and has built its first forecaster.
+
+    Each worker builds a forecaster in a background thread at start (seconds of CPU on a
+    10,000-item book): measured before that is done, serving would share the cores with it.
+    """
     backbeat = Path(sys.executable).parent / "backbeat"
     process = subprocess.Popen(
         [str(backbeat), "serve", "--port", str(port), "--workers", str(workers)],
@@ -182,12 +187,39 @@ def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Pop
     deadline = time.monotonic() + 240  # importing every stage takes a while on a busy machine
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
         except httpx.TransportError:
             time.sleep(0.2)
+            continue
+        built = re.search(r'backbeat_forecast_rebuilds_total\{result="ok"\} ([\d.]+)', metrics.text)
+        if built and float(built.group(1)) >= workers:
+            return process
+        time.sleep(0.5)
     process.kill()
-    raise RuntimeError("server did not start")
+    raise RuntimeError("server did not start (or its forecasters were not built)")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (``/proc``), so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
+        todo.extend(children.get(current, ()))
+    return total / ticks
 
 
 STATIC_APP = """
@@ -232,8 +264,13 @@ def start_static(workdir: Path, body: bytes, port: int, workers: int) -> subproc
     raise RuntimeError("static server did not start")
 
 
-def run_wrk(url: str, script: Path | None, seconds: int, connections: int) -> dict[str, float]:
+def run_wrk(
+    url: str, script: Path | None, seconds: int, connections: int, server_pid: int | None = None
+) -> dict[str, float]:
+    """wrk's throughput, p50/p99 (ms), non-2xx; with ``server_pid``, the server's CPU µs
+    per request (all its processes), steadier than throughput on a shared machine."""
     lua = ["-s", str(script)] if script is not None else []
+    cpu_before = tree_cpu_seconds(server_pid) if server_pid else 0.0
     output = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url],
         capture_output=True,
@@ -241,6 +278,10 @@ def run_wrk(url: str, script: Path | None, seconds: int, connections: int) -> di
         check=True,
     ).stdout
     figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    if server_pid:
+        cpu = tree_cpu_seconds(server_pid) - cpu_before
+        figures["cpu_us"] = cpu / max(requests, 1) * 1e6
     for label in ("50%", "99%"):
         value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
         figures[label] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -295,25 +336,6 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
         vast_lua = workdir / "vast.lua"
         vast_lua.write_text(VAST_LUA % (lua_list(COUNTRIES), lua_list(DEVICES), lua_list(GENRES)))
         sample = httpx.get(f"http://127.0.0.1:{port}/vast?slot=1&listener=sample&country=US")
-        run_wrk(f"http://127.0.0.1:{port}", vast_lua, 2, 32)  # warm-up
-        vast = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32)
-        static_port = free_port()
-        static = start_static(workdir, sample.content, static_port, workers)
-        try:
-            run_wrk(f"http://127.0.0.1:{static_port}/vast", None, 2, 32)  # warm-up
-            ceiling = run_wrk(f"http://127.0.0.1:{static_port}/vast", None, seconds, 32)
-        finally:
-            static.terminate()
-            static.wait(timeout=30)
-        print(
-            f"HTTP static ceiling       {ceiling['rps']:>10,.0f} /s   p50 {ceiling['50%']:.2f} ms  p99 {ceiling['99%']:.2f} ms  "
-            f"(Starlette, {len(sample.content):,}-byte body, same workers and wrk settings)"
-        )
-        print(
-            f"HTTP GET /vast            {vast['rps']:>10,.0f} /s   p50 {vast['50%']:.2f} ms  p99 {vast['99%']:.2f} ms  "
-            f"({workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f}; "
-            f"{vast['rps'] / ceiling['rps']:.2f} of the static ceiling)"
-        )
         from backbeat.signing import UrlSigner
 
         signer = UrlSigner(SIGNING_KEY.encode(), f"http://127.0.0.1:{port}")
@@ -328,14 +350,50 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
         urls_file.write_text("\n".join(paths) + "\n")
         tracking_lua = workdir / "tracking.lua"
         tracking_lua.write_text(TRACKING_LUA % urls_file)
+        run_wrk(f"http://127.0.0.1:{port}", vast_lua, 2, 32)  # warm-up
+        vast = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32, server.pid)
         log_dir = settings.resolved_event_log_dir
         before = sum(1 for _ in EventLogReader(log_dir).records())
-        track = run_wrk(f"http://127.0.0.1:{port}", tracking_lua, seconds, 64)
+        track = run_wrk(f"http://127.0.0.1:{port}", tracking_lua, seconds, 64, server.pid)
         time.sleep(0.5)
         after = sum(1 for _ in EventLogReader(log_dir).records())
+        static_port = free_port()
+        static = start_static(workdir, sample.content, static_port, workers)
+        try:
+            static_url = f"http://127.0.0.1:{static_port}"
+            run_wrk(f"{static_url}/vast", None, 2, 32)  # warm-up
+            ceiling = run_wrk(f"{static_url}/vast", None, seconds, 32, static.pid)
+            pixel_ceiling = run_wrk(static_url, tracking_lua, seconds, 64, static.pid)
+        finally:
+            static.terminate()
+            static.wait(timeout=30)
+
+        def line(label: str, figures: dict[str, float], note: str) -> None:
+            print(
+                f"{label:<25} {figures['rps']:>10,.0f} /s   p50 {figures['50%']:.2f} ms  "
+                f"p99 {figures['99%']:.2f} ms  server CPU {figures['cpu_us']:.0f} µs/request  ({note})"
+            )
+
+        line(
+            "HTTP static ceiling",
+            ceiling,
+            f"Starlette, {len(sample.content):,}-byte body, same workers and wrk settings",
+        )
+        line(
+            "HTTP GET /vast",
+            vast,
+            f"{workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f}; "
+            f"{vast['rps'] / ceiling['rps']:.2f} of the static ceiling",
+        )
+        line("HTTP static 204 ceiling", pixel_ceiling, "Starlette, empty 204, 64 connections")
+        line(
+            "HTTP GET /t/impression",
+            track,
+            f"fsync'd before 204; {after - before:,} events on disk, non-2xx "
+            f"{track['non2xx']:.0f}; {track['rps'] / pixel_ceiling['rps']:.2f} of the 204 ceiling",
+        )
         print(
-            f"HTTP GET /t/impression    {track['rps']:>10,.0f} /s   p50 {track['50%']:.2f} ms  p99 {track['99%']:.2f} ms  "
-            f"(fsync'd before 204; {after - before:,} events on disk, non-2xx {track['non2xx']:.0f})"
+            f"load average after the HTTP runs: {os.getloadavg()[0]:.2f} (2 cores shared with wrk)"
         )
     finally:
         server.terminate()
