@@ -146,7 +146,7 @@ class _Unread:
 
     def totals(self, day: int) -> tuple[int, int, int]:
         impressions = units = today = 0
-        for _, n, amount, on in self.buckets:
+        for _, n, amount, on in tuple(self.buckets):  # a copy: decisions append meanwhile
             impressions += n
             units += amount
             today += amount if on == day else 0
