@@ -66,53 +66,71 @@ def parse(raw: bytes) -> tuple[AdRequest, PodRequest]:
     return build_request({}, "127.0.0.1", fields), SINGLE_AD
 
 
+def _clock() -> tuple[float, float]:
+    """Wall and CPU seconds: CPU time is the steadier figure on a shared, loaded machine."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
+
+
+def _us(seconds: tuple[float, float], count: int) -> str:
+    return f"{seconds[0] / count * 1e6:7.1f} µs ({seconds[1] / count * 1e6:6.1f} µs CPU)"
+
+
 def stages(server: AdServer, services: object, queries: list[bytes]) -> None:
     """One ``/vast`` split into its stages, each timed over the same queries."""
     count = len(queries)
-    started = time.perf_counter()
+    started = _clock()
     parsed = [parse(raw) for raw in queries]
-    parse_s = time.perf_counter() - started
-    started = time.perf_counter()
+    parse_s = _since(started)
+    started = _clock()
     decided = [server.decide(request, pod) for request, pod in parsed]
-    decide_s = time.perf_counter() - started
-    started = time.perf_counter()
+    decide_s = _since(started)
+    started = _clock()
     for decisions in decided:
         for decision in decisions:
             server.tracking_urls(decision)
-    sign_s = time.perf_counter() - started
-    started = time.perf_counter()
+    sign_s = _since(started)
+    started = _clock()
     for decisions in decided:
         server.vast(decisions)
-    vast_s = time.perf_counter() - started
+    vast_s = _since(started)
     app = HotPaths(SimpleNamespace(state=SimpleNamespace(services=services)))  # type: ignore[arg-type]
 
     async def send(_message: object) -> None:
         return None
 
-    async def drive() -> float:
-        begun = time.perf_counter()
+    async def drive() -> tuple[float, float]:
+        begun = _clock()
         for raw in queries:
             scope = {"type": "http", "method": "GET", "path": "/vast", "query_string": raw,
                      "headers": [(b"user-agent", b"bench")], "client": ("127.0.0.1", 1)}  # fmt: skip
             await app(scope, send, send)  # type: ignore[arg-type]
-        return time.perf_counter() - begun
+        return _since(begun)
 
     asgi_s = asyncio.run(drive())
-    started = time.perf_counter()
+    started = _clock()
     for raw in queries:
         request, pod = parse(raw)
         server.vast(server.decide(request, pod))
-    direct_s = time.perf_counter() - started
+    direct_s = _since(started)
+
+    def less(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        return a[0] - b[0], a[1] - b[1]
+
     each = {
         "parse query": parse_s,
         "decide (incl. decision log)": decide_s,
         "sign 8 tracking URLs": sign_s,
-        "render VAST (less signing)": vast_s - sign_s,
-        "ASGI handler (less the rest)": asgi_s - direct_s,
+        "render VAST (less signing)": less(vast_s, sign_s),
+        "ASGI handler (less the rest)": less(asgi_s, direct_s),
     }
     for label, seconds in each.items():  # differences: noise can make a small one negative
-        print(f"  stage {label:<28} {seconds / count * 1e6:7.1f} µs")
-    print(f"  whole through the ASGI handler  {asgi_s / count * 1e6:7.1f} µs")
+        print(f"  stage {label:<28} {_us(seconds, count)}")
+    print(f"  whole through the ASGI handler  {_us(asgi_s, count)}")
 
 
 def in_process(settings: Settings, slots: list[int], requests: int) -> None:
@@ -132,12 +150,12 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
 
     for raw in queries[: requests // 10]:  # warm caches
         whole(raw)
-    started = time.perf_counter()
+    started = _clock()
     for raw in queries:
         whole(raw)
-    whole_s = time.perf_counter() - started
+    whole_s = _since(started)
     print(
-        f"in-process whole /vast    {requests / whole_s:>10,.0f} /s   ({whole_s / requests * 1e6:.1f} µs each: parse, decide, sign, render)"
+        f"in-process whole /vast    {requests / whole_s[0]:>10,.0f} /s   ({_us(whole_s, requests)} each: parse, decide, sign, render)"
     )
     stages(server, services, queries[: max(1, requests // 2)])
     batch = [
@@ -148,19 +166,19 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
         )  # type: ignore[arg-type]
         for _ in range(requests)
     ]
-    started = time.perf_counter()
+    started = _clock()
     decisions = [server.decide(request) for request in batch]
-    decide_s = time.perf_counter() - started
-    started = time.perf_counter()
+    decide_s = _since(started)
+    started = _clock()
     for decision in decisions:
         server.vast(decision)
-    vast_s = time.perf_counter() - started
+    vast_s = _since(started)
     filled = sum(decision[0].filled for decision in decisions)
     print(
-        f"in-process decisions      {requests / decide_s:>10,.0f} /s   ({decide_s / requests * 1e6:.1f} µs each, fill {filled / requests:.0%})"
+        f"in-process decisions      {requests / decide_s[0]:>10,.0f} /s   ({_us(decide_s, requests)} each, fill {filled / requests:.0%})"
     )
     print(
-        f"in-process decision+VAST  {requests / (decide_s + vast_s):>10,.0f} /s   (VAST rendering {vast_s / requests * 1e6:.1f} µs each)"
+        f"in-process decision+VAST  {requests / (decide_s[0] + vast_s[0]):>10,.0f} /s   (VAST rendering {_us(vast_s, requests)} each)"
     )
     services.event_log.close()
 
@@ -406,8 +424,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--in-process-only", action="store_true", help="skip the HTTP figures (no wrk, no server)"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(
         f"book: {args.line_items:,} live line items, 4 slots, random targeting (bench/synthetic.py)"
     )
@@ -418,8 +440,10 @@ def main() -> None:
             var_dir=workdir / "var", database_url=url, signing_key=SIGNING_KEY, log_level="WARNING"
         )
         in_process(settings, slots, args.requests)
-        over_http(settings, workdir, args.seconds, args.workers)
+        if not args.in_process_only:
+            over_http(settings, workdir, args.seconds, args.workers)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"peak memory (bench process, in-process part) {peak_mib:,.0f} MiB")
 
 
