@@ -209,3 +209,23 @@ def test_a_cap_lowers_impressions_and_frequency_as_worked_by_hand():
     by_hand_capped = (1 - (1 - q_capped) ** 3) + (1 - (1 - q_capped) ** 2)
     assert goal_free.reach.value == pytest.approx(by_hand, rel=1e-6)
     assert goal_capped.reach.value == pytest.approx(by_hand_capped, rel=1e-6)
+
+
+def test_a_log_kept_by_listener_scales_the_count_and_a_mixed_one_is_not_sketched():
+    def records(sample_by: str, listeners: range):
+        return [
+            {
+                "ts": NOW - 0.5 * DAY,
+                "listener": f"l{who}",
+                "attrs": {"countries": "US", "sample": 0.25, "sample_by": sample_by},
+            }
+            for who in listeners
+        ]
+
+    kept = AudienceSketches.build(table_from_records(records("listener", range(50))), now=NOW)
+    audience = kept.audience({"countries": ["US"]}, days=1)
+    # 50 logged listeners kept with probability 1/4 stand for 200, with a binomial error.
+    assert audience.estimate == pytest.approx(200.0)
+    assert audience.sigma == pytest.approx((50 * 0.75 * 16) ** 0.5)
+    mixed = records("listener", range(50)) + records("request", range(50, 60))
+    assert AudienceSketches.build(table_from_records(mixed), now=NOW) is None

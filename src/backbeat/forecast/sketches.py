@@ -96,13 +96,13 @@ class AudienceSketches:
         max_values: int = 64,
     ) -> AudienceSketches | None:
         """Sketches of the last ``max_days`` days of ``table`` for every key with at most
-        ``max_values`` values; None when the log mixes listener sampling rates (its
-        listener counts cannot be scaled by one number)."""
+        ``max_values`` values; None when the log mixes listener sampling rates, or
+        sampling by listener and by request (its counts cannot be scaled by one number)."""
         if table.size == 0:
             return None
         by_listener = table.listener_sampled()
         rates = np.unique(table.rate[by_listener])
-        if rates.size > 1:
+        if rates.size > 1 or (rates.size and not by_listener.all()):
             return None
         log_rate = float(rates[0]) if rates.size else 1.0
         span = max(now - float(table.ts.min()), DAY)
