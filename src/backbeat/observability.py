@@ -28,6 +28,8 @@ log = structlog.get_logger("backbeat")
 
 # The id of the request being handled: in every log line (``request_id``) and problem body.
 REQUEST_ID: ContextVar[str | None] = ContextVar("backbeat_request_id", default=None)
+# ASGI scope key: the ``X-Request-ID`` header pair, for handlers that answer it themselves.
+REQUEST_ID_HEADER = "backbeat.request_id_header"
 
 
 _request_ids = itertools.count()

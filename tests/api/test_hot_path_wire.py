@@ -6,16 +6,19 @@ import asyncio
 import re
 from urllib.parse import urlsplit
 
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from test_vast import decide
 
+from backbeat.api.app import create_app
 from backbeat.events import Event
 from backbeat.measurement.tracking import record_bytes
 from backbeat.observability import Tally, new_request_id
 from backbeat.signing import LISTENER_ALPHABET, TrackingClaims
 from factories import book_servable
+from support.app import make_settings
 
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -134,3 +137,21 @@ def test_a_pixel_record_is_the_events_own_encoding(
         reason=reason,
     ).to_bytes()
     assert record_bytes(event, now, claims, ip, agent, reason) == reference
+
+
+def test_refused_pixels_carry_a_request_id_too(database_url, tmp_path):
+    settings = make_settings(
+        database_url,
+        tmp_path / "var",
+        rate_limit_tracking_per_ip=1.0,
+        rate_limit_burst_tracking_per_ip=1,
+    )
+    with TestClient(create_app(settings)) as client:
+        answers = [client.get("/t/impression?d=1") for _ in range(3)]
+        head = client.head("/t/impression", headers={"x-request-id": "probe-1"})
+        wrong_method = client.post("/t/impression")
+    assert [answer.status_code for answer in answers][-1] == 429
+    assert answers[-1].json()["request_id"] == answers[-1].headers["x-request-id"]
+    assert len({answer.headers["x-request-id"] for answer in answers}) == 3
+    assert head.headers["x-request-id"] == "probe-1"
+    assert wrong_method.status_code == 405 and "x-request-id" in wrong_method.headers

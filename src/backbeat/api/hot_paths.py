@@ -25,7 +25,7 @@ from backbeat.api.problems import (
 )
 from backbeat.api.routes.serving import VastQuery, build_request, client_identity
 from backbeat.errors import BackbeatError
-from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, TALLY, log
+from backbeat.observability import HTTP_LATENCY, HTTP_REQUESTS, REQUEST_ID_HEADER, TALLY, log
 from backbeat.serving.request import PodRequest
 
 Scope = MutableMapping[str, Any]
@@ -140,6 +140,9 @@ def _peer(scope: Scope) -> str:
 class HotPaths:
     """Routes the two hot paths itself; everything else goes to the wrapped FastAPI app."""
 
+    # The guard in front may leave ``X-Request-ID`` to us (``REQUEST_ID_HEADER`` in the scope).
+    adds_request_id = True
+
     def __init__(self, app: FastAPI) -> None:
         self.app = app
 
@@ -152,6 +155,8 @@ class HotPaths:
         if scope["type"] == "http" and scope["method"] == "HEAD" and self._is_hot(scope["path"]):
             # Link checkers and prefetchers probe with HEAD: answer, but decide and log nothing.
             headers = VAST_HEADERS if scope["path"] == VAST_PATH else []
+            if REQUEST_ID_HEADER in scope:
+                headers = [*headers, scope[REQUEST_ID_HEADER]]
             status = 200 if scope["path"] == VAST_PATH else 204
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
@@ -201,8 +206,12 @@ class HotPaths:
                 scope["path"],
             )
             status, headers, body = 500, PROBLEM_HEADERS, orjson.dumps(problem)
+        request_id = scope.get(REQUEST_ID_HEADER)
         if body:  # a length, not chunked transfer encoding
-            headers = [*headers, (b"content-length", b"%d" % len(body))]
+            length = (b"content-length", b"%d" % len(body))
+            headers = [*headers, length, request_id] if request_id else [*headers, length]
+        elif request_id:
+            headers = [*headers, request_id]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         TALLY.observe(_latency[route], time.perf_counter() - started)

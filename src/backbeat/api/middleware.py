@@ -25,6 +25,7 @@ from backbeat.observability import (
     HTTP_REQUESTS,
     RATE_LIMITED,
     REQUEST_ID,
+    REQUEST_ID_HEADER,
     REQUESTS_REFUSED,
     log,
     new_request_id,
@@ -114,6 +115,18 @@ class Guard:
         request_id = _incoming_request_id(scope) or new_request_id()
         token = REQUEST_ID.set(request_id)
         header = (b"x-request-id", request_id.encode())
+        if (
+            scope["method"] in ("GET", "HEAD")
+            and getattr(self.app, "adds_request_id", False)
+            and _is_hot(scope["path"])
+        ):
+            # The hot paths add the header to their own answer: no wrapped ``send`` per pixel.
+            scope[REQUEST_ID_HEADER] = header
+            try:
+                await self._handle(scope, receive, send)
+            finally:
+                REQUEST_ID.reset(token)
+            return
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -309,6 +322,8 @@ async def _refuse(
     ]
     if close:
         headers.append((b"connection", b"close"))
+    if REQUEST_ID_HEADER in scope:  # a hot path's unwrapped ``send``
+        headers.append(scope[REQUEST_ID_HEADER])
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     HTTP_REQUESTS.labels("guard", scope["method"], str(error.status)).inc()
