@@ -229,3 +229,16 @@ def test_a_log_kept_by_listener_scales_the_count_and_a_mixed_one_is_not_sketched
     assert audience.sigma == pytest.approx((50 * 0.75 * 16) ** 0.5)
     mixed = records("listener", range(50)) + records("request", range(50, 60))
     assert AudienceSketches.build(table_from_records(mixed), now=NOW) is None
+
+
+def test_the_two_counts_combine_by_inverse_variance_worked_by_hand():
+    from backbeat.forecast.reach import combined_audience
+    from backbeat.forecast.sketches import Audience
+
+    # Sample 100 (variance 4), sketch 110 (sigma 2, variance 4): equal weights.
+    assert combined_audience(100.0, 4.0, Audience(110.0, 2.0)) == pytest.approx((105.0, 2.0))
+    # Sample variance 1, sketch variance 9: weights 0.9 and 0.1.
+    assert combined_audience(100.0, 1.0, Audience(110.0, 3.0)) == pytest.approx((101.0, 0.9))
+    # An exact count wins outright: the whole population sampled, or a sketch not estimating.
+    assert combined_audience(100.0, 0.0, Audience(110.0, 3.0)) == (100.0, 0.0)
+    assert combined_audience(100.0, 4.0, Audience(110.0, 0.0)) == (110.0, 0.0)
