@@ -186,23 +186,22 @@ class UrlSigner:
         sealed = (price_micros ^ int.from_bytes(pad.digest(), "big")).to_bytes(8, "big")
         # 8 bytes plus a zero: 12 characters, the first 11 the unpadded encoding.
         price = binascii.b2a_base64(sealed + b"\0", newline=False).translate(_B64URL)[:11]
-        values = (
+        d, li, c, cr, s = (
             decision_id,
             str(line_item_id),
             str(campaign_id),
             str(creative_id),
             str(slot_id),
-            price.decode(),
-            currency,
-            listener,
-            str(expires_at),
         )
-        query = (
-            f"?d={values[0]}&li={values[1]}&c={values[2]}&cr={values[3]}&s={values[4]}"
-            f"&p={values[5]}&cur={values[6]}&l={values[7]}&x={values[8]}&sig="
-        )
+        p, x = price.decode(), str(expires_at)
+        query = f"?d={d}&li={li}&c={c}&cr={cr}&s={s}&p={p}&cur={currency}&l={listener}&x={x}&sig="
+        # ``_netstrings`` of the nine values in ``SIGNED_FIELDS`` order, in one format.
+        message = (
+            f"{len(d)}:{d}{len(li)}:{li}{len(c)}:{c}{len(cr)}:{cr}{len(s)}:{s}{len(p)}:{p}"
+            f"{len(currency)}:{currency}{len(listener)}:{listener}{len(x)}:{x}"
+        ).encode("utf-8", "surrogatepass")
         prefix = self._mac.copy()
-        prefix.update(_netstrings(values))
+        prefix.update(message)
         tags = []
         for event in events:
             mac = prefix.copy()
@@ -214,10 +213,12 @@ class UrlSigner:
             .decode()
         )
         starts = self._starts
-        return {
-            event: f"{starts.get(event) or self._start(event)}{query}{encoded[24 * n : 24 * n + 22]}"
-            for n, event in enumerate(events)
-        }
+        urls = {}
+        at = 0
+        for event in events:
+            urls[event] = (starts.get(event) or self._start(event)) + query + encoded[at : at + 22]
+            at += 24
+        return urls
 
     def _start(self, event: str) -> str:
         return f"{self._base}/t/{event}"

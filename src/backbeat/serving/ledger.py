@@ -209,13 +209,21 @@ class MemoryLedger:
     ) -> bool:
         if not item.caps:
             return True
-        shared = shared_caps(item, counted)
-        return all(
-            self._caps.get((rule.scope, listener, rule.window_seconds, rule.window_start(now)), 0)
-            - (rule in shared)
-            < rule.count
-            for rule in item.caps
-        )
+        # ``shared_caps`` inlined: a counter ``counted`` just moved is read one lower, and
+        # only a counter in use is asked whether it moved (the runner-up check of an auction).
+        moved = counted.caps if counted is not None else ()
+        caps = self._caps
+        for rule in item.caps:
+            window = rule.window_seconds
+            start = -1 if window is None else int(now // window) * window
+            used = caps.get((rule.scope, listener, window, start), 0)
+            if used and any(
+                other.scope == rule.scope and other.window_seconds == window for other in moved
+            ):
+                used -= 1
+            if used >= rule.count:
+                return False
+        return True
 
     def acquire_caps(
         self, listener: str, candidates: Sequence[ServableLineItem], now: float

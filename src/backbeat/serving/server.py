@@ -24,6 +24,7 @@ from backbeat.observability import (
     SNAPSHOT_LINE_ITEMS,
     SNAPSHOT_REFRESHES,
     SNAPSHOT_VERSION,
+    TALLY,
     log,
 )
 from backbeat.serving.decisions import Decider, Decision
@@ -53,6 +54,7 @@ HOUSEKEEPING_SECONDS = 5.0
 # salt keeps this choice independent of the forecaster's own listener-hash sample.
 DECISION_LOG_SALT = b"backbeat-decision-log:"
 _HASH_SPAN = float(1 << 64)
+_running_loop = asyncio.events._get_running_loop
 
 
 _SALTED = hashlib.blake2b(DECISION_LOG_SALT, digest_size=8)
@@ -289,9 +291,16 @@ class AdServer:
                 counter = self._outcomes.get(outcome)
                 if counter is None:  # resolving labels costs more than the increment
                     counter = self._outcomes[outcome] = DECISIONS.labels(*outcome)
+            else:
+                counter = self._filled
+            # On the event loop, tallied and flushed later (a multi-process Prometheus
+            # update is a locked write to shared memory); elsewhere counted at once.
+            if _running_loop() is not None:
+                TALLY.count(counter)
+            else:
                 counter.inc()
+            if decision.line_item is None:
                 continue
-            self._filled.inc()
             if self._fill_log is not None:
                 try:
                     self._fill_log(fill_record(decision))
