@@ -19,6 +19,7 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,8 @@ class Matcher:
         cache_key = (key, values)
         found = self._cache.get(cache_key)
         if found is not None:
-            self._cache.move_to_end(cache_key)
+            with suppress(KeyError):  # another thread may have evicted it just now
+                self._cache.move_to_end(cache_key)
             return found
         if key in MULTI_VALUED_KEYS:
             mask = np.zeros(self.size, dtype=bool)
@@ -92,7 +94,8 @@ class Matcher:
         mask.flags.writeable = False
         self._cache[cache_key] = mask
         if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            with suppress(KeyError):
+                self._cache.popitem(last=False)
         return mask
 
     def leaf_bitmap(self, key: str, values: frozenset[Any]) -> BitMap:
@@ -100,12 +103,14 @@ class Matcher:
         cache_key = (key, values)
         found = self._bitmaps.get(cache_key)
         if found is not None:
-            self._bitmaps.move_to_end(cache_key)
+            with suppress(KeyError):
+                self._bitmaps.move_to_end(cache_key)
             return found
         bitmap = rows_bitmap(np.flatnonzero(self.leaf(key, values)))
         self._bitmaps[cache_key] = bitmap
         if len(self._bitmaps) > self._cache_size:
-            self._bitmaps.popitem(last=False)
+            with suppress(KeyError):
+                self._bitmaps.popitem(last=False)
         return bitmap
 
     # -- expressions ------------------------------------------------------------------------
