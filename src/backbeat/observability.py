@@ -149,7 +149,7 @@ class Tally:
         self._lock = threading.Lock()
         self._counts: dict[Any, int] = {}
         self._latencies: dict[Any, list[float]] = {}  # child -> [sum, count per bucket...]
-        self._scheduled = False
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # the loop a flush is due on
 
     def count(self, counter: Any, amount: int = 1) -> None:
         """``counter.inc(amount)``, later; ``counter`` is a labelled child."""
@@ -169,21 +169,21 @@ class Tally:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._scheduled:
-            return
+        if self._scheduled is not None and not self._scheduled.is_closed():
+            return  # a flush is due on a live loop (a closed one never runs it)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a thread, a test): write at once
             self.flush()
             return
-        self._scheduled = True
+        self._scheduled = loop
         loop.call_later(self.flush_seconds, self.flush)
 
     def flush(self) -> None:
         with self._lock:
             counts, self._counts = self._counts, {}
             latencies, self._latencies = self._latencies, {}
-            self._scheduled = False
+            self._scheduled = None
         for counter, amount in counts.items():
             counter.inc(amount)
         for histogram, tally in latencies.items():

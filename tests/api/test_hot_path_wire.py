@@ -89,13 +89,21 @@ def test_a_tally_on_a_loop_flushes_by_itself():
     tally = Tally(flush_seconds=0.01)
 
     async def count() -> None:
+        before = registry.get_sample_value("t_pixels_total")
         for _ in range(5):
             tally.count(counter)
-        assert registry.get_sample_value("t_pixels_total") == 0.0  # not yet written
+        assert registry.get_sample_value("t_pixels_total") == before  # not yet written
         await asyncio.sleep(0.05)
 
     asyncio.run(count())
     assert registry.get_sample_value("t_pixels_total") == 5.0
+
+    async def count_and_leave() -> None:
+        tally.count(counter)  # its flush is due on a loop about to close
+
+    asyncio.run(count_and_leave())
+    asyncio.run(count())  # a new loop schedules its own flush
+    assert registry.get_sample_value("t_pixels_total") == 11.0
 
 
 listeners = st.from_regex(f"[{LISTENER_ALPHABET}]{{1,128}}", fullmatch=True)
