@@ -331,3 +331,41 @@ def test_a_malformed_record_is_skipped_and_never_stops_the_reader(redis_url, tmp
         log.flush()
         run = RedisReconciler(ledger, tmp_path).run(T0)
         assert (run.leader, run.records, run.reservations, run.impressions) == (True, 5, 1, 0)
+
+
+def test_a_redis_that_lost_its_data_hands_out_no_budget_twice(redis_url, tmp_path):
+    """Redis restarted without persistence: held leases are dropped, floors cover what was
+    counted and reserved until the leader has read the log back in."""
+    shared, n = prefix(), 10
+    line_item = item(1, budget=n * IMPRESSION_MICROS)
+    snapshot = Snapshot.of(1, [line_item], [SLOT])
+    listeners = iter(range(10**6))
+    with (
+        RedisLedger(redis_url, prefix=shared, render_window_s=WINDOW) as ledger,
+        EventLogWriter(tmp_path) as log,
+        redis.Redis.from_url(redis_url) as client,
+    ):
+        reconciler, decider = RedisReconciler(ledger, tmp_path), Decider(ledger, seed=1)
+
+        def serve(rounds: int) -> int:
+            served = 0
+            for _ in range(rounds):
+                request = AdRequest(slot_id=1, listener=f"l{next(listeners)}")
+                decision = decider.decide(snapshot, SLOT, request, T0)
+                if decision.line_item is not None:
+                    served += 1
+                    log.append(fill(decision.id, line_item, CPM_10))
+                    if served % 2:  # half of them play
+                        log.append(impression(decision.id, line_item, CPM_10, T0))
+                    log.flush()
+                ledger.sync()
+                reconciler.run(T0)
+            return served
+
+        before = serve(40)
+        assert before == n  # all reserved or counted: nothing is left
+        client.delete(*client.keys(f"{shared}*"))  # the data is gone
+        ledger.sync()  # notices it
+        after = serve(40)
+        assert after == 0, after
+        assert counted_in_log(tmp_path, 1) == (5, 5 * CPM_10)

@@ -41,6 +41,7 @@ class _Lease:
     used: int = 0  # local units spent since the last grant
     granted_at: float = 0.0
     rate: float = 0.0  # Redis units per second, smoothed
+    pinned: int = 0  # local units: a floor kept while Redis has lost its data (see the ledger)
 
 
 class Leases:
@@ -121,7 +122,7 @@ class Leases:
         args: list[int] = []
         for lease, want in zip(leases, wants, strict=True):
             held = max(lease.available, 0) // lease.scale
-            floor = -(-lease.floor() // lease.scale)
+            floor = -(-max(lease.floor(), lease.pinned) // lease.scale)
             ttl = int(lease.ttl_at - self._now) if lease.ttl_at else 0
             args += [want, lease.budget, floor, held, max(ttl, 0)]
         keys = [lease.key for lease in leases]

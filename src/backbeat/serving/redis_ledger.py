@@ -219,6 +219,8 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
         self._expired = _Counter(f"{prefix}render", "expired")
         self._reconciled_at: _Counter | None = None  # set by the reconciler of our event log
         self.reconcile_lock_key = ""
+        self._epoch: bytes | None = None  # Redis's data, as first seen: a new one means lost
+        self._lost_at_ms: int | None = None  # Redis lost its data then; not yet read back in
         self._queue: deque[_Lease] = deque()
         self._replicas = 1
         self._now = time.time()  # latest ledger time seen, for expiries set in the background
@@ -350,6 +352,9 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
             if unread is None:
                 unread = self._unread[item.id] = _Unread()
             unread.add(now, price_units)
+        # Its counted and reserved spend are read back while it spends: the floors of its
+        # leases should Redis lose its data.
+        self._watched[item.id] = time.monotonic()
 
     def add_attempts(self, attempts: dict[int, int]) -> dict[int, int]:
         """Queue attempts for the next flush; totals are the last global read plus local."""
@@ -379,12 +384,14 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
         """Refill requested leases and flush delivery now (the background thread does it too)."""
         with self._io_lock:
             if self._up:
+                self._check_epoch()
                 self._refill()
                 self._flush()
 
     def watch_reconciled(self, key: str, lock_key: str) -> None:
         """The reconciler of this replica's event log: when it last read the log, its lock."""
-        self._reconciled_at = _Counter(key, "", monotonic=True)
+        # Not monotonic: a Redis that lost its data has none until the log is read back in.
+        self._reconciled_at = _Counter(key, "", monotonic=False)
         self.reconcile_lock_key = lock_key
 
     def release_lock(self, key: str) -> None:
@@ -447,21 +454,24 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
             if item.goal_impressions is not None:
                 goal = self._lease(
                     f"{p}lease:g:{item.id}", "goal-reached", 1,
-                    impressions.total, item.goal_impressions, keep,
+                    lambda: impressions.total() + self._after_loss(item.id, reserved, 1),
+                    item.goal_impressions, keep,
                 )  # fmt: skip
             money = []
             if item.budget_micros is not None:
                 money.append(
                     self._lease(
                         f"{p}lease:li:{item.id}", "budget-exhausted", MICROS,
-                        units.total, item.budget_micros, keep,
+                        lambda: units.total() + self._after_loss(item.id, reserved_units, 2),
+                        item.budget_micros, keep,
                     )
                 )  # fmt: skip
             if item.daily_budget_micros is not None:
                 money.append(
                     self._lease(
                         f"{p}lease:lid:{item.id}:{day}", "daily-budget-exhausted", MICROS,
-                        today.total, item.daily_budget_micros, (day + 3) * DAY,
+                        lambda: today.total() + self._after_loss(item.id, reserved_today, 3, day),
+                        item.daily_budget_micros, (day + 3) * DAY,
                     )
                 )  # fmt: skip
             money.append(
@@ -476,6 +486,44 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
             )  # fmt: skip
             self._entries[item.id] = entry
         return entry
+
+    def _after_loss(self, item_id: int, reserved: _Counter, part: int, day: int = -1) -> int:
+        """What a lease's floor adds while Redis has lost its data and the log is not read
+        back yet: reserved as last seen, and our fills not yet read (impressions, units,
+        today's units: ``part`` 1, 2, 3). A budget is not handed out twice meanwhile."""
+        if self._lost_at_ms is None:
+            return 0
+        unread = self._unread.get(item_id)
+        local = unread.totals(day)[part - 1] if unread else 0
+        return reserved.total() + local
+
+    def _check_epoch(self) -> None:
+        """Notice a Redis that lost its data (restarted without persistence): ``{prefix}epoch``
+        is set once; a missing or different one means every lease and counter is gone."""
+        mine = uuid.uuid4().hex.encode()
+        key = f"{self.prefix}epoch"
+        found = self._call("epoch", lambda: self._slow.set(key, mine, nx=True, get=True))
+        current = mine if found is None else found
+        if self._epoch is not None and current != self._epoch:
+            log.warning("redis lost its data: held leases dropped, the log is read back in")
+            with self._lock:
+                self._lost_at_ms = int(self._now * 1000)
+                if self._reconciled_at is not None:
+                    self._reconciled_at.known = 0  # until the leader has read the log back
+                for lease in self._leases.values():
+                    # What it held was granted by the lost data; the floor, pinned before the
+                    # reserved counters read empty, covers what was counted and reserved.
+                    lease.available = min(lease.available, 0)
+                    lease.remaining = None
+                    lease.exhausted = False
+                    lease.pinned = lease.floor()
+        self._epoch = current
+        read = self._reconciled_at
+        if self._lost_at_ms is not None and read is not None and read.known >= self._lost_at_ms:
+            self._lost_at_ms = None  # the leader has read the log back in
+            with self._lock:
+                for lease in self._leases.values():
+                    lease.pinned = 0
 
     def _caps_arguments(
         self, listener: str, candidates: Sequence[ServableLineItem], now: float
@@ -527,13 +575,17 @@ class RedisLedger(HotPath, Breaker, Leases, Flushes):
                 with self._io_lock:
                     if not self._up:
                         self._probe()
-                    if not self._up:
-                        continue
-                    self._refill()
+                        if not self._up:
+                            continue
+                        next_flush = 0.0  # back: look for lost data before granting anything
                     if time.monotonic() >= next_flush:
                         next_flush = time.monotonic() + self.flush_interval
+                        self._check_epoch()
+                        self._refill()
                         self._flush()
                         self._prune()
+                    else:
+                        self._refill()
             except RedisUnavailable:
                 continue  # logged by the breaker; leases and counters wait for recovery
             except Exception:  # never let the thread die: serving depends on it
