@@ -50,6 +50,21 @@ Budgets: one currency, counted impressions
     1% of each budget it was spending from (the underspend bound); its reservations are
     in the log and are counted or released like anyone's.
 
+Delivery
+    The reconciler keeps per line item counted and reserved impressions and spend
+    (``{prefix}li:<id>`` fields ``i``, ``u``, ``ri``, ``ru``; per day ``lday:<id>:<day>``;
+    per campaign ``c:<id>``) and the global render rate (``render``). The background thread
+    reads those of items spending here or asked about by pacing every ``flush_interval``
+    with ``FLUSH_LUA`` (batched, with the pacing attempts it adds up), so ``delivery`` is
+    a local read: counted + reserved, the reserved discounted by the render rate for the
+    impressions pacing aims with, plus this replica's fills the reconciler has not read
+    yet. Leases are raised to the counted spend this replica last saw before granting. A
+    Redis that lost its data (restart without persistence) is noticed by its
+    ``{prefix}epoch`` key: replicas drop the leases they held and pin each lease's floor at
+    counted + reserved (as last read) + their fills not yet read, until the reconciler has
+    read the whole log back in, so no budget is handed out twice (what other replicas
+    spend from leases they held before they notice is the bound).
+
 Outage
     Calls use a short socket timeout and no retries. A refused connection, or a second
     timeout in a row, opens a circuit breaker: capped candidates are skipped (``caps-unavailable``) without touching the
