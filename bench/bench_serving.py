@@ -202,7 +202,7 @@ def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Pop
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 240  # importing every stage takes a while on a busy machine
+    deadline = time.monotonic() + 600  # start-up and two forecaster builds: minutes on a busy machine
     while time.monotonic() < deadline:
         try:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
