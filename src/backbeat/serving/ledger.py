@@ -8,7 +8,8 @@ an impression at a CPM of c micros costs c/1000 micros of budget.
 counted from the event log (what reports show and advertisers pay for). A decision
 reserves its price until its impression is counted or its render window passes (then the
 reservation is released: the ad never played). So the ledger's spend is *counted +
-reserved*: it never overspends, a goal is reached in counted impressions even when a
+reserved*: it never overspends (in one process: several workers sharing a log see each
+other's fills a tick late, so use Redis for exact budgets across workers), a goal is reached in counted impressions even when a
 share of served ads never render, and a restarted server rebuilds both halves from the
 event log (impression records and ``fill`` records) before serving (``serving/reconcile.py``).
 
