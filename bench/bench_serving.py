@@ -202,7 +202,8 @@ def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Pop
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 600  # start-up and two forecaster builds: minutes on a busy machine
+    # Start-up and each worker's first forecaster take minutes on a busy machine.
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
