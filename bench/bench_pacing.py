@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +155,8 @@ class Traffic:
                     request = made.get(key)
                     if request is None:
                         template = audience[key[0] % len(audience)]
-                        request = made[key] = replace(
-                            template, listener=f"l{key[0]}", slot_id=key[1]
+                        request = made[key] = template._replace(
+                            listener=f"l{key[0]}", slot_id=key[1]
                         )
                     yield ts, request
 
