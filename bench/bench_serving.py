@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,6 +134,22 @@ def stages(server: AdServer, services: object, queries: list[bytes]) -> None:
     print(f"  whole through the ASGI handler  {_us(asgi_s, count)}")
 
 
+def best_of_batches(whole: Callable[[bytes], bytes], queries: list[bytes], size: int = 400) -> None:
+    """The whole ``/vast`` timed in small batches, best batch kept: on a shared machine the
+    least disturbed few milliseconds are the closest to what an idle one does."""
+    best_wall = best_cpu = float("inf")
+    for start in range(0, len(queries) - size + 1, size):
+        begun = _clock()
+        for raw in queries[start : start + size]:
+            whole(raw)
+        wall, cpu = _since(begun)
+        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+    print(
+        f"  best batch of {size} (of {len(queries) // size})  {best_wall / size * 1e6:7.1f} µs"
+        f" ({best_cpu / size * 1e6:6.1f} µs CPU) each"
+    )
+
+
 def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     services = build_services(settings, time.time)
     server = services.ad_server
@@ -157,6 +174,7 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     print(
         f"in-process whole /vast    {requests / whole_s[0]:>10,.0f} /s   ({_us(whole_s, requests)} each: parse, decide, sign, render)"
     )
+    best_of_batches(whole, queries)
     stages(server, services, queries[: max(1, requests // 2)])
     batch = [
         AdRequest(
