@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import numpy as np
 import pytest
 from forecast_fixtures import DAY
 from hypothesis import HealthCheck, given, settings
@@ -152,21 +153,37 @@ def test_unions_intersections_and_differences_equal_set_algebra(case):
     assert audience.sigma == 0.0
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(logs_and_expressions(listeners=600))
-def test_in_estimation_mode_the_bounds_hold_the_set_algebra(case):
-    rows, expression, days = case
-    table = _table(rows)
-    sketches = AudienceSketches.build(table, now=NOW, lg_k=5)  # 32 hashes: estimating
-    days = min(days, sketches.days)
-    expected = {
-        who
-        for who, country, device, genre, day in rows
-        if day < days and _admits(expression, country, device, genre)
-    }
-    audience = sketches.audience(expression, days=days)
-    # Four standard errors: 60 x 15 draws must not fail by chance.
-    assert abs(audience.estimate - len(expected)) <= 4 * audience.sigma + 1e-9
+def test_in_estimation_mode_the_stated_error_holds_the_set_algebra():
+    """32 hashes per sketch (``lg_k`` 5) over 600 listeners: every count is estimated. A
+    fixed draw of 120 logs and expressions; about 95% should fall within two of the stated
+    standard errors (a Gaussian reading of the sketch's bounds: tails are not asserted)."""
+    rng = np.random.default_rng(5)
+    held = 0
+    cases = 120
+    for _ in range(cases):
+        profile = [(rng.choice(COUNTRIES), rng.choice(DEVICES)) for _ in range(600)]
+        rows = [
+            (int(who), *profile[who], str(rng.choice(GENRES)), int(rng.integers(0, 4)))
+            for who in rng.integers(0, 600, size=1800)
+        ]
+        expression = {
+            key: sorted({str(v) for v in rng.choice(values, size=rng.integers(1, 3))})
+            for key, values in (("countries", COUNTRIES), ("devices", DEVICES), ("genres", GENRES))
+            if rng.random() < 0.5
+        }
+        if rng.random() < 0.5:
+            expression["not"] = {"countries": [str(rng.choice(COUNTRIES))]}
+        days = int(rng.integers(1, 5))
+        sketches = AudienceSketches.build(_table(rows), now=NOW, lg_k=5)
+        days = min(days, sketches.days)
+        expected = {
+            who
+            for who, country, device, genre, day in rows
+            if day < days and _admits(expression, country, device, genre)
+        }
+        audience = sketches.audience(expression, days=days)
+        held += abs(audience.estimate - len(expected)) <= 2 * audience.sigma + 1e-9
+    assert held >= 0.88 * cases, held
 
 
 def test_a_cap_lowers_impressions_and_frequency_as_worked_by_hand():

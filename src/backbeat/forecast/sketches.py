@@ -25,7 +25,9 @@ flight shares them. Memory: at most ``days x values x 2^lg_k`` hashes of 8 bytes
 
 from __future__ import annotations
 
+import atexit
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,11 +62,24 @@ class Audience:
     sigma: float
 
 
+# Every built instance, to free its sketches before the interpreter shuts nanobind down
+# (it reports sketches still alive then, e.g. in a cached forecaster, as leaks).
+_LIVE: weakref.WeakSet[AudienceSketches] = weakref.WeakSet()
+
+
+@atexit.register
+def _release() -> None:
+    for sketches in list(_LIVE):
+        sketches.sketches.clear()
+        sketches.everyone.clear()
+        sketches._cache.clear()
+
+
 def _empty() -> compact_theta_sketch:
     return update_theta_sketch(LG_K).compact()
 
 
-@dataclass
+@dataclass(eq=False)  # identity: instances are tracked in a weak set
 class AudienceSketches:
     """Compact theta sketches of listener ids per (key, value code) and slice of days."""
 
@@ -174,7 +189,7 @@ class AudienceSketches:
             everyone_daily[day] = sketch
         sketches = {key: _running_unions(buckets, lg_k) for key, buckets in daily.items()}
         everyone = _running_unions(everyone_daily, lg_k)
-        return cls(
+        built = cls(
             now=now,
             days=days,
             lg_k=lg_k,
@@ -185,6 +200,8 @@ class AudienceSketches:
             scale=1.0 / log_rate,
             log_rate=log_rate,
         )
+        _LIVE.add(built)
+        return built
 
     # -- answering --------------------------------------------------------------------------
 
