@@ -208,7 +208,7 @@ def free_port() -> int:
 
 
 def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
-    """``backbeat serve``, once every worker answers and has built its first forecaster.
+    """``backbeat serve``, once every worker answers and has tried to build its forecaster.
 
     Each worker builds a forecaster in a background thread at start (seconds of CPU on a
     10,000-item book): measured before that is done, serving would share the cores with it.
@@ -228,8 +228,11 @@ def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Pop
         except httpx.TransportError:
             time.sleep(0.2)
             continue
-        built = re.search(r'backbeat_forecast_rebuilds_total\{result="ok"\} ([\d.]+)', metrics.text)
-        if built and float(built.group(1)) >= workers:
+        # Built or failed: either way each worker's first attempt is over.
+        attempts = re.findall(
+            r"backbeat_forecast_rebuilds_total\{result=\"\w+\"\} ([\d.]+)", metrics.text
+        )
+        if sum(float(count) for count in attempts) >= workers:
             return process
         time.sleep(0.5)
     process.kill()
