@@ -99,6 +99,8 @@ def test_static_checks_match_testing_each_item(specs, steps, reserve, currency):
             if item.currency == currency and (item.cpm_micros >= reserve or item.tier == Tier.HOUSE)
         }
         assert set(iter_bits(checks.priced(currency, reserve))) == priced
+        live_now = {n for n, item in enumerate(items) if item.start_ts <= now < item.end_ts}
+        assert set(iter_bits(checks.passing(now, currency, reserve))) == live_now & priced
         for n, item in enumerate(items):
             reason = checks.reason(n, now, currency, reserve)
             assert (reason is None) == (item.start_ts <= now < item.end_ts and n in priced)

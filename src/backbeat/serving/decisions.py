@@ -162,7 +162,7 @@ class Decider:
         planned = self._planned(snapshot, targeted, now, blocked)
         checks = snapshot.checks
         # Flight, currency and reserve as bitsets: the walk visits only items passing them.
-        static = checks.live(now) & checks.priced(slot.currency, reserve)
+        static = checks.passing(now, slot.currency, reserve)
         walk = iter_bits(planned & static)
         items = snapshot.line_items
         budget_block = self.ledger.budget_block
@@ -250,9 +250,8 @@ class Decider:
             self.ledger.commit_spend(item, price, now, decision_id)
             chosen.append(
                 Decision(
-                    decision_id, now, request, slot, item, creative, price,
-                    eligible=eligible_seen, sequence=len(chosen) + 1 if pod.max_ads > 1 else None,
-                    targeted=targeted, attributes=attributes,
+                    decision_id, now, request, slot, item, creative, price, None, eligible_seen,
+                    len(chosen) + 1 if pod.max_ads > 1 else None, targeted, attributes,
                 )
             )  # fmt: skip
             advertisers.add(item.advertiser_id)

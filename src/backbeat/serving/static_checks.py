@@ -34,7 +34,7 @@ class _Item(Protocol):
 class StaticChecks:
     """Bitsets of the line items that pass flight, and currency with reserve."""
 
-    __slots__ = ("_items", "_boundaries", "_live", "_priced")
+    __slots__ = ("_items", "_boundaries", "_live", "_priced", "_passing")
 
     def __init__(self, items: Sequence[_Item]) -> None:
         self._items = tuple(items)
@@ -42,6 +42,21 @@ class StaticChecks:
         # (bits, valid from, valid until): the live set changes only at a flight boundary.
         self._live: tuple[int, float, float] = (0, 1.0, 0.0)
         self._priced: dict[tuple[str, int], int] = {}
+        # ``live & priced`` per (currency, reserve), for the live set it was made from.
+        self._passing: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def passing(self, now: float, currency: str, reserve: int) -> int:
+        """Items passing all three checks at ``now``: one lookup while the live set holds."""
+        live = self.live(now)
+        key = (currency, reserve)
+        found = self._passing.get(key)
+        if found is not None and found[0] is live:
+            return found[1]
+        bits = live & self.priced(currency, reserve)
+        if len(self._passing) >= MAX_PRICE_MASKS:
+            self._passing.clear()
+        self._passing[key] = (live, bits)
+        return bits
 
     def live(self, now: float) -> int:
         """Items whose flight holds ``now`` (start inclusive, end exclusive)."""
