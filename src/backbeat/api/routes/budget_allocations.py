@@ -62,17 +62,20 @@ def create_budget_allocation(
     if errors:
         return invalid_drafts(errors, request)
     forecaster = current_forecaster(request)
-    curves: list[DraftCurve] = []
-    facts: list[dict[str, Any]] = []
-    for index, draft in enumerate(drafts):
-        assert draft is not None
+    queries = [draft.to_query() for draft in drafts if draft is not None]
+    for index, query in enumerate(queries):
         try:
-            result = forecaster.forecast(
-                draft.to_query(), advertiser_id=principal.advertiser_id, bulk=True
-            )
+            forecaster.check(query)
         except InvalidInput as error:  # e.g. a flight beyond the forecast horizon
             errors.append(BulkError(index=index, reason=error.reason, detail=error.detail))
-            continue
+    if errors:
+        return invalid_drafts(errors, request)
+    # One batch over the bulk subsample: a few passes per batch rather than ~40 per draft.
+    results = forecaster.forecast_many(queries, advertiser_id=principal.advertiser_id)
+    curves: list[DraftCurve] = []
+    facts: list[dict[str, Any]] = []
+    for index, (draft, result) in enumerate(zip(drafts, results, strict=True)):
+        assert draft is not None
         curve, fact = _curve(draft, result, body.goal)
         if curve.min_micros > curve.cap_micros:
             errors.append(

@@ -111,11 +111,29 @@ def create_forecasts(body: BulkForecastRequest, request: Request, principal: Pri
     errors.sort(key=lambda error: error.index)
     if errors and not body.skip_invalid:
         return invalid_drafts(errors, request)
-    answers = [
-        None if draft is None else _answer(forecaster, draft, principal.advertiser_id, bulk=True)
-        for draft in drafts
-    ]
-    return {"forecasts": answers, "errors": [error.model_dump() for error in errors]}
+    return {
+        "forecasts": answer_many(forecaster, drafts, principal.advertiser_id),
+        "errors": [error.model_dump() for error in errors],
+    }
+
+
+def answer_many(
+    forecaster: Forecaster, drafts: list[ForecastDraft | None], advertiser_id: int | None
+) -> list[dict | None]:
+    """The valid drafts answered in one batch (``forecast_many``: a few passes over the
+    bulk subsample per batch rather than ~40 per draft), each at its draft's index."""
+    valid = [index for index, draft in enumerate(drafts) if draft is not None]
+    started = time.perf_counter()
+    results = forecaster.forecast_many(
+        [drafts[index].to_query() for index in valid],  # type: ignore[union-attr]
+        advertiser_id=advertiser_id,
+    )
+    if valid:  # the latency of one draft, as the single-draft route observes it
+        FORECAST_LATENCY.observe((time.perf_counter() - started) / len(valid))
+    answers: list[dict | None] = [None] * len(drafts)
+    for index, result in zip(valid, results, strict=True):
+        answers[index] = result.to_dict()
+    return answers
 
 
 def start_forecasting(app: Any, services: Any, clock: Any, stop: threading.Event) -> ForecastHolder:
