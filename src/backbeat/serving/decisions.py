@@ -59,6 +59,11 @@ class Decision(NamedTuple):
     def filled(self) -> bool:
         return self.line_item is not None
 
+    def __repr__(self) -> str:
+        """Without the targeting bitset and attributes (a 10,000-item bitset is 3,000 digits)."""
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields[:10])
+        return f"Decision({shown})"
+
 
 class InvalidListener(BadRequest):
     """A listener id outside the safe alphabet: a ``400``, never signed into a URL."""
