@@ -33,7 +33,7 @@ from backbeat.config import Settings, get_settings
 from backbeat.db import ensure_migrated, make_engine, make_session_factory, migrate
 from backbeat.eventlog import EventLogWriter
 from backbeat.measurement.tracking import Tracker
-from backbeat.observability import DECISION_LOG_DROPPED, configure_logging, log
+from backbeat.observability import DECISION_LOG_DROPPED, TALLY, configure_logging, log
 from backbeat.reporting.service import delivered_so_far
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.pacing import PacingController
@@ -178,6 +178,7 @@ def create_app(
                 services.ad_server.ledger.close()  # flush delivery, give unused leases back
             services.ad_server.close()
             services.event_log.close()
+            TALLY.flush()  # the last quarter second of hot-path counts
             services.engine.dispose()
 
     configure_logging(settings.log_level, json=settings.log_json)

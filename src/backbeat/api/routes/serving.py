@@ -188,5 +188,7 @@ async def decisions(
     # The clearing price is for the platform only, as in the (encrypted) tracking URLs.
     admin_key = services.settings.admin_key
     caller = bearer_key(request)
-    is_admin = bool(admin_key and caller and hmac.compare_digest(caller.encode(), admin_key.encode()))
+    is_admin = bool(
+        admin_key and caller and hmac.compare_digest(caller.encode(), admin_key.encode())
+    )
     return services.ad_server.as_json(decisions, include_price=is_admin)
