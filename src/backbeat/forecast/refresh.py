@@ -3,6 +3,9 @@
 The holder rebuilds when the book changes (a version callable, the catalog version) and
 every ``max_age_seconds`` (new history), never per request; requests read the last one
 built. Until the first build finishes, ``current`` raises ``ForecastUnavailable`` (503).
+A failed build is retried with exponential backoff (from ``poll_seconds`` up to
+``max_age_seconds``), at once if the book changes or someone pokes: a build that keeps
+failing must not burn a core in every worker.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class ForecastHolder:
         self._poked = threading.Event()
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self.failures = 0  # consecutive failed builds
+        self._retry_at = 0.0
+        self._failed_version: object = None
 
     @property
     def current(self) -> Forecaster:
@@ -62,18 +68,27 @@ class ForecastHolder:
     def rebuild(self) -> Forecaster | None:
         with self._lock:
             started = time.perf_counter()
+            version: object = None
             try:
                 version = self._version()
                 forecaster = self._build()
             except Exception as error:  # keep answering from the last good forecaster
                 FORECAST_REBUILDS.labels("error").inc()
                 self.last_error = f"{type(error).__name__}: {error}"
-                log.exception("forecaster rebuild failed")
+                self.failures += 1
+                backoff = min(
+                    self.poll_seconds * 2.0**self.failures,
+                    max(self.max_age_seconds, self.poll_seconds),
+                )
+                self._retry_at = time.monotonic() + backoff
+                self._failed_version = version
+                log.exception("forecaster rebuild failed", retry_in_seconds=round(backoff, 3))
                 return None
             elapsed = time.perf_counter() - started
             self._current, self._built_version = forecaster, version
             self._built_at = time.monotonic()
             self.last_error = None
+            self.failures, self._retry_at = 0, 0.0
             FORECAST_REBUILDS.labels("ok").inc()
             FORECAST_REBUILD_SECONDS.observe(elapsed)
             FORECAST_SAMPLE_ROWS.set(forecaster.sample.size)
@@ -92,10 +107,20 @@ class ForecastHolder:
             log.warning("forecast version check failed")
             return False
 
+    def _due(self) -> bool:
+        if self._poked.is_set():
+            return True
+        if time.monotonic() < self._retry_at:  # backing off a failed build
+            try:
+                return self._version() != self._failed_version
+            except Exception:
+                return False
+        return self._stale()
+
     def run(self, stop: threading.Event) -> None:
-        """The background loop: build now, then whenever stale."""
+        """The background loop: build now, then whenever stale (backing off failures)."""
         while not stop.is_set():
-            if self._poked.is_set() or self._stale():
+            if self._due():
                 self._poked.clear()
                 self.rebuild()
             self._poked.wait(self.poll_seconds)
