@@ -43,7 +43,14 @@ from backbeat.forecast.bulk import BulkIndex, DraftSums, batch_sums, windows
 from backbeat.forecast.history import OpportunityTable, read_history
 from backbeat.forecast.projection import Projection, project
 from backbeat.forecast.rates import RateModel, fit_rates
-from backbeat.forecast.reach import caps_from, estimate_reach, reach_basis, sketch_audience
+from backbeat.forecast.reach import (
+    ReachBasis,
+    caps_from,
+    estimate_reach,
+    reach_bases,
+    reach_basis,
+    sketch_audience,
+)
 from backbeat.forecast.rowset import (
     CLICKS,
     CONVERSIONS,
@@ -555,7 +562,14 @@ class Forecaster:
             weight=float(aux.weight[aux_rows].sum()),
         )
         contending = self._contending(rowset, mask, fractions, advertiser_id)
-        result, cap_factor = self._answer(query, draft, aux, share, window_seconds, contending)
+        basis = reach_basis(
+            aux,
+            aux_rows,
+            now=self.now,
+            window_seconds=window_seconds,
+            whole_days=self.sketches is not None,
+        )
+        result, cap_factor = self._answer(query, draft, aux, share, basis, contending)
         if query.group_by:
             result.breakdown = self._breakdown(
                 query, rowset, rows, cells, weeks, factors, level, cap_factor, fractions
@@ -568,12 +582,13 @@ class Forecaster:
         sums: DraftSums,
         aux: RowSet,
         share: float,
-        window_seconds: float,
+        basis: ReachBasis | None,
         contending: list[tuple[int | None, float]],
     ) -> tuple[ForecastResult, float]:
         """Intervals, reach and frequency caps, clicks and conversions from a draft's sums
-        (``forecast`` and ``forecast_many`` alike); also the caps' factor on supply."""
-        matched, aux_rows = sums.matched, sums.rows
+        and reach basis (``forecast`` and ``forecast_many`` alike); also the caps' factor
+        on supply."""
+        matched = sums.matched
         sigma_by_stratum = sums.sigma_by_stratum
         model_error = (
             SUPPLY_SIGMA_SCALE * math.sqrt(float((sigma_by_stratum**2).sum())) / matched
@@ -583,13 +598,6 @@ class Forecaster:
         relative = math.hypot(model_error, sums.sampling_error) * self.interval_scale
 
         caps = caps_from(list(query.frequency_caps or ()))
-        basis = reach_basis(
-            aux,
-            aux_rows,
-            now=self.now,
-            window_seconds=window_seconds,
-            whole_days=self.sketches is not None,
-        )
         audience = sketch_audience(self.sketches, basis, query.targeting or {}, query.slots)
         cap_factor = 1.0
         if caps:
@@ -683,12 +691,17 @@ class Forecaster:
                     for position in chunk
                 ]
                 batch = batch_sums(index, bitmaps, fractions[chunk], range(lo, hi + 1), level)
-                for position, sums in zip(chunk, batch, strict=True):
+                bases = reach_bases(
+                    rowset,
+                    [sums.rows for sums in batch],
+                    now=self.now,
+                    windows=[float(fractions[p].sum()) * HOUR for p in chunk],
+                    whole_days=self.sketches is not None,
+                )
+                for position, sums, basis in zip(chunk, batch, bases, strict=True):
                     query, window = queries[position], fractions[position]
                     contending = self._contention(*sums.taken, advertiser_id)
-                    result, cap_factor = self._answer(
-                        query, sums, rowset, 1.0, float(window.sum()) * HOUR, contending
-                    )
+                    result, cap_factor = self._answer(query, sums, rowset, 1.0, basis, contending)
                     if query.group_by:
                         weeks, factors, _ = self._cell_factors(window)
                         rows = sums.rows

@@ -240,6 +240,12 @@ class AudienceSketches:
             return None
         if sum(key not in self.listener_level for key in includes) > 1:
             return None
+        # The whole expression's sketch, cached too: bulk drafts repeat targetings over
+        # flights of the same length, and the intersection was most of a draft's cost here.
+        cache_key = ("audience", frozenset(includes.items()), frozenset(excludes.items()), days)
+        found = self._cached(cache_key)
+        if found is not None:
+            return self._scaled(found)
         parts = [self._key_union(key, values, days) for key, values in sorted(includes.items())]
         if parts:
             result = parts[0]
@@ -254,7 +260,7 @@ class AudienceSketches:
             if result.is_empty():
                 break
             result = theta_a_not_b().compute(result, self._key_union(key, values, days))
-        return self._scaled(result)
+        return self._scaled(self._store(cache_key, result))
 
     def _scaled(self, sketch: compact_theta_sketch) -> Audience:
         estimate = sketch.get_estimate()
