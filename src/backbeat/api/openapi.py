@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from backbeat.api.deps import get_principal
 from backbeat.api.middleware import AUTHENTICATED_PREFIXES
 from backbeat.api.problems import PROBLEM_MEDIA_TYPE
+from backbeat.signing import TRACKING_EVENTS
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -73,16 +74,6 @@ TRACKING_PARAMETERS = {
     "x": "expiry (Unix seconds)",
     "sig": "signature over the fields above",
 }
-TRACKING_EVENTS = [
-    "impression",
-    "start",
-    "firstQuartile",
-    "midpoint",
-    "thirdQuartile",
-    "complete",
-    "click",
-    "error",
-]
 
 
 def problem_response(status: str) -> dict[str, Any]:
@@ -186,7 +177,7 @@ def _document_tracking(operation: dict[str, Any]) -> None:
     named = {parameter["name"] for parameter in parameters}
     for parameter in parameters:
         if parameter["name"] == "event":
-            parameter["schema"] = {"type": "string", "enum": TRACKING_EVENTS}
+            parameter["schema"] = {"type": "string", "enum": list(TRACKING_EVENTS)}
     for name, description in TRACKING_PARAMETERS.items():
         if name not in named:
             parameters.append(
