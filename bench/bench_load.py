@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from backbeat.eventlog import EventLogReader  # noqa: E402
-from backbeat.events import Event  # noqa: E402
+from backbeat.events import DELIVERY_EVENTS, Event  # noqa: E402
 from bench_serving import (  # noqa: E402
     SIGNING_KEY,
     free_port,
@@ -152,17 +152,7 @@ def main() -> None:
         by_type: collections.Counter[str] = collections.Counter()
         for record in EventLogReader(workdir / "var" / "events").records():
             by_type[Event.from_bytes(record.payload).type] += 1
-        delivery = sum(
-            by_type[kind]
-            for kind in (
-                "impression",
-                "start",
-                "firstQuartile",
-                "midpoint",
-                "thirdQuartile",
-                "complete",
-            )
-        )
+        delivery = sum(by_type[kind] for kind in DELIVERY_EVENTS)
         seconds = args.seconds
         print(
             f"book: {args.line_items:,} live line items; {args.workers} workers; "

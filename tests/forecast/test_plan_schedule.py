@@ -52,6 +52,24 @@ def _add_line_item(session: Session, campaign: Campaign, name: str, country: str
     bump_catalog_version(session)
 
 
+def _book_with_history(var: Path, now: float):  # type: ignore[no-untyped-def]
+    """Two days of history before ``now``, a migrated database and one campaign in flight
+    at ``now`` with a guaranteed US line item; the engine and the campaign's id."""
+    _history(var / "events", end=now)
+    url = f"sqlite:///{var / 'backbeat.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with Session(engine) as session, session.begin():
+        advertiser = Advertiser(name="Acme")
+        campaign = Campaign(advertiser=advertiser, name="Spring", total_budget=Decimal(1000),
+                            currency="USD", start_at=datetime.fromtimestamp(now - DAY, UTC),
+                            end_at=datetime.fromtimestamp(now + 2 * DAY, UTC))  # fmt: skip
+        session.add_all([advertiser, campaign])
+        session.flush()
+        _add_line_item(session, campaign, "US", "US")
+        return engine, campaign.id
+
+
 def _written(path: Path) -> dict | None:
     try:
         return orjson.loads(path.read_bytes())
@@ -71,19 +89,7 @@ def _wait_for(path: Path, predicate, timeout: float) -> dict:
 
 def test_plan_every_replans_as_soon_as_the_book_changes(tmp_path: Path) -> None:
     var = tmp_path / "var"
-    _history(var / "events")
-    url = f"sqlite:///{var / 'backbeat.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    with Session(engine) as session, session.begin():
-        advertiser = Advertiser(name="Acme")
-        campaign = Campaign(advertiser=advertiser, name="Spring", total_budget=Decimal(1000),
-                            currency="USD", start_at=datetime.fromtimestamp(T0 - DAY, UTC),
-                            end_at=datetime.fromtimestamp(T0 + 2 * DAY, UTC))  # fmt: skip
-        session.add_all([advertiser, campaign])
-        session.flush()
-        _add_line_item(session, campaign, "US", "US")
-        campaign_id = campaign.id
+    engine, campaign_id = _book_with_history(var, T0)
     plan_path = var / "allocation-plan.json"
     at = datetime.fromtimestamp(T0, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     # A long schedule: only the book change can explain a second plan within the test.
@@ -136,18 +142,7 @@ def test_serve_plan_every_runs_the_planner_beside_the_server_and_stops_it(tmp_pa
     import socket
 
     var = tmp_path / "var"
-    _history(var / "events", end=time.time())
-    url = f"sqlite:///{var / 'backbeat.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    with Session(engine) as session, session.begin():
-        advertiser = Advertiser(name="Acme")
-        campaign = Campaign(advertiser=advertiser, name="Now", total_budget=Decimal(1000),
-                            currency="USD", start_at=datetime.now(UTC),
-                            end_at=datetime.fromtimestamp(time.time() + 2 * DAY, UTC))  # fmt: skip
-        session.add_all([advertiser, campaign])
-        session.flush()
-        _add_line_item(session, campaign, "US", "US")
+    engine, _ = _book_with_history(var, time.time())
     engine.dispose()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
