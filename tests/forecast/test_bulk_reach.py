@@ -96,14 +96,16 @@ def test_reach_bases_answer_what_reach_basis_answers(drafts, whole_days, which):
 def test_cached_audiences_are_the_uncached_ones():
     sketches = built().sketches
     assert isinstance(sketches, AudienceSketches)
-    fresh = dataclasses.replace(sketches, _cache=OrderedDict())  # the same, uncached
+    fresh = dataclasses.replace(sketches, _cache=OrderedDict(), _audiences=OrderedDict())
     for days in (1, 3, 7, sketches.days):
         for targeting in TARGETINGS:
             first = sketches.audience(targeting, days=days)
-            entries = len(sketches._cache)
+            entries = len(sketches._cache), len(sketches._audiences)
             again = sketches.audience(targeting, days=days, slots=None)
-            assert again == first and len(sketches._cache) == entries  # served from the cache
+            assert again == first  # served from the cache: nothing new stored
+            assert (len(sketches._cache), len(sketches._audiences)) == entries
             fresh._cache.clear()
+            fresh._audiences.clear()
             assert fresh.audience(targeting, days=days) == first
     # Slots narrow the audience: not the cached whole-targeting answer.
     whole = sketches.audience({"countries": ["US"]}, days=7)

@@ -73,6 +73,7 @@ def _release() -> None:
         sketches.sketches.clear()
         sketches.everyone.clear()
         sketches._cache.clear()
+        sketches._audiences.clear()
 
 
 def _empty() -> compact_theta_sketch:
@@ -95,6 +96,10 @@ class AudienceSketches:
     log_rate: float = 1.0
     cache_entries: int = 2048
     _cache: OrderedDict[tuple[Any, ...], compact_theta_sketch] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    # Whole expressions' sketches: an LRU of their own, so they never evict key unions.
+    _audiences: OrderedDict[tuple[Any, ...], compact_theta_sketch] = field(
         default_factory=OrderedDict, repr=False
     )
 
@@ -242,8 +247,8 @@ class AudienceSketches:
             return None
         # The whole expression's sketch, cached too: bulk drafts repeat targetings over
         # flights of the same length, and the intersection was most of a draft's cost here.
-        cache_key = ("audience", frozenset(includes.items()), frozenset(excludes.items()), days)
-        found = self._cached(cache_key)
+        cache_key = (frozenset(includes.items()), frozenset(excludes.items()), days)
+        found = self._cached(cache_key, self._audiences)
         if found is not None:
             return self._scaled(found)
         parts = [self._key_union(key, values, days) for key, values in sorted(includes.items())]
@@ -260,7 +265,7 @@ class AudienceSketches:
             if result.is_empty():
                 break
             result = theta_a_not_b().compute(result, self._key_union(key, values, days))
-        return self._scaled(self._store(cache_key, result))
+        return self._scaled(self._store(cache_key, result, self._audiences))
 
     def _scaled(self, sketch: compact_theta_sketch) -> Audience:
         estimate = sketch.get_estimate()
@@ -287,16 +292,27 @@ class AudienceSketches:
         running = self.sketches.get((key, code))
         return _empty() if running is None else running[days - 1]
 
-    def _cached(self, key: tuple[Any, ...]) -> compact_theta_sketch | None:
-        found = self._cache.get(key)
+    def _cached(
+        self,
+        key: tuple[Any, ...],
+        cache: OrderedDict[tuple[Any, ...], compact_theta_sketch] | None = None,
+    ) -> compact_theta_sketch | None:
+        cache = self._cache if cache is None else cache
+        found = cache.get(key)
         if found is not None:
-            self._cache.move_to_end(key)
+            cache.move_to_end(key)
         return found
 
-    def _store(self, key: tuple[Any, ...], sketch: compact_theta_sketch) -> compact_theta_sketch:
-        self._cache[key] = sketch
-        if len(self._cache) > self.cache_entries:
-            self._cache.popitem(last=False)
+    def _store(
+        self,
+        key: tuple[Any, ...],
+        sketch: compact_theta_sketch,
+        cache: OrderedDict[tuple[Any, ...], compact_theta_sketch] | None = None,
+    ) -> compact_theta_sketch:
+        cache = self._cache if cache is None else cache
+        cache[key] = sketch
+        if len(cache) > self.cache_entries:
+            cache.popitem(last=False)
         return sketch
 
     @property
