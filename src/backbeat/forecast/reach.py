@@ -236,31 +236,20 @@ def combined_audience(found: float, variance: float, audience: Audience) -> tupl
     return (found / variance + audience.estimate / sketch_variance) / weight, 1.0 / weight
 
 
-def estimate_reach(
-    rowset: RowSet,
-    basis: ReachBasis | None,
-    *,
-    forecast_impressions: float,
-    delivered: float | None,
-    caps: Sequence[Cap] = (),
-    audience: Audience | None = None,
-) -> ReachEstimate:
-    """Reach and cap effect of delivering ``delivered`` (None: all it may use) of
-    ``forecast_impressions`` matched requests.
+@dataclass(frozen=True)
+class Usable:
+    """A draft's requests per slice listener and what its frequency caps let it use."""
 
-    The slice's listeners with their counts stand for the window's audience: the count of
-    each grows by ``frequency_growth`` (windows longer than the history), the audience by
-    ``growth`` and by the forecast's volume against the slice's (trend). A draft taking a
-    share ``q`` of the requests it may use reaches a listener with ``n`` of them with
-    probability ``1 - (1 - q)^n``. ``audience`` (the sketches' count of the slice's
-    listeners) rescales the sample's listeners to the combined count.
-    """
-    if basis is None or forecast_impressions <= 0:
-        return ReachEstimate(0.0, 0.0, 1.0, 0)
+    capped: np.ndarray  # requests per slice listener usable under the caps
+    total: float  # weighted sum of ``counts``
+    cap_factor: float  # usable share of ``total``
+
+
+def usable_requests(rowset: RowSet, basis: ReachBasis, caps: Sequence[Cap] = ()) -> Usable:
+    """Per listener, the requests and those the caps leave usable (each cap window's count
+    bounded by the cap)."""
     p = basis.keep
     counts = basis.per_listener * basis.frequency_growth
-    slice_volume = float((counts / p).sum()) * basis.growth
-    volume_ratio = forecast_impressions / slice_volume if slice_volume > 0 else 1.0
     capped = counts
     for cap in caps:
         if cap.window_seconds is None or cap.window_seconds >= basis.window_seconds:
@@ -279,9 +268,41 @@ def estimate_reach(
             minlength=p.shape[0],
         )
         capped = np.minimum(capped, usable)
-    total = float((counts / p).sum())
+    total = float((counts / p).sum())  # also the slice's volume before growth
     usable_sum = float((capped / p).sum())
     cap_factor = min(usable_sum / total, 1.0) if total > 0 else 1.0
+    return Usable(capped, total, cap_factor)
+
+
+def estimate_reach(
+    rowset: RowSet,
+    basis: ReachBasis | None,
+    *,
+    forecast_impressions: float,
+    delivered: float | None,
+    caps: Sequence[Cap] = (),
+    audience: Audience | None = None,
+    usable: Usable | None = None,
+) -> ReachEstimate:
+    """Reach and cap effect of delivering ``delivered`` (None: all it may use) of
+    ``forecast_impressions`` matched requests.
+
+    The slice's listeners with their counts stand for the window's audience: the count of
+    each grows by ``frequency_growth`` (windows longer than the history), the audience by
+    ``growth`` and by the forecast's volume against the slice's (trend). A draft taking a
+    share ``q`` of the requests it may use reaches a listener with ``n`` of them with
+    probability ``1 - (1 - q)^n``. ``audience`` (the sketches' count of the slice's
+    listeners) rescales the sample's listeners to the combined count; ``usable``: what
+    ``usable_requests(rowset, basis, caps)`` answered (a draft's two calls share it).
+    """
+    if basis is None or forecast_impressions <= 0:
+        return ReachEstimate(0.0, 0.0, 1.0, 0)
+    if usable is None:
+        usable = usable_requests(rowset, basis, caps)
+    p = basis.keep
+    capped, cap_factor = usable.capped, usable.cap_factor
+    slice_volume = usable.total * basis.growth
+    volume_ratio = forecast_impressions / slice_volume if slice_volume > 0 else 1.0
     usable_total = forecast_impressions * cap_factor
     if delivered is None:
         delivered = usable_total

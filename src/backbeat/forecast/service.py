@@ -50,6 +50,7 @@ from backbeat.forecast.reach import (
     reach_bases,
     reach_basis,
     sketch_audience,
+    usable_requests,
 )
 from backbeat.forecast.rowset import (
     CLICKS,
@@ -599,11 +600,10 @@ class Forecaster:
 
         caps = caps_from(list(query.frequency_caps or ()))
         audience = sketch_audience(self.sketches, basis, query.targeting or {}, query.slots)
-        cap_factor = 1.0
-        if caps:
-            cap_factor = estimate_reach(
-                aux, basis, forecast_impressions=matched, delivered=None, caps=caps
-            ).cap_factor
+        cap_factor, usable = 1.0, None
+        if caps and basis is not None and matched > 0:
+            usable = usable_requests(aux, basis, caps)  # reach below reuses it
+            cap_factor = usable.cap_factor
         possible = sums.possible * cap_factor
         available = sums.available * cap_factor
         delivered = available
@@ -616,6 +616,7 @@ class Forecaster:
             delivered=delivered,
             caps=caps,
             audience=audience,
+            usable=usable,
         )
         reach_error = math.hypot(model_error, reach.relative_error) * self.interval_scale
         frequency = delivered / reach.reach if reach.reach > 0 else 0.0
