@@ -65,6 +65,16 @@ def serve(settings: Settings, host: str, port: int, workers: int, plan_every: fl
     """Start the API (management, VAST, tracking, reports) on the configured database and event log."""
     import subprocess
 
+    # Workers are processes, one per core: BLAS thread pools in each (numpy's forecast
+    # maths) would only spin against the other workers' event loops. Set before any
+    # worker imports numpy; an operator's own setting wins.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    if workers == 1 and os.environ["OPENBLAS_NUM_THREADS"] == "1":
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)  # one worker runs in this process, where numpy is loaded already
+
     from backbeat.api.app import load_signing_key
     from backbeat.db import migrate as run_migrations
 
