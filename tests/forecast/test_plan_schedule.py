@@ -164,3 +164,50 @@ def test_serve_plan_every_runs_the_planner_beside_the_server_and_stops_it(tmp_pa
     while _planners_of(var) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _planners_of(var), "the planner outlived the server"
+
+
+class _Stop(Exception):
+    """Ends the planner's loop from inside the test."""
+
+
+def test_a_change_committed_while_planning_triggers_the_next_plan(tmp_path: Path, monkeypatch):
+    import threading
+
+    from click.testing import CliRunner
+
+    from backbeat.cli import plan as plan_module
+    from backbeat.config import Settings
+
+    var = tmp_path / "var"
+    engine, campaign_id = _book_with_history(var, T0)
+    real = plan_module.make_plan
+    made: list[int | None] = []
+
+    def planning(settings, **options):  # type: ignore[no-untyped-def]
+        result = real(settings, **options)
+        made.append(result.catalog_version)
+        if len(made) == 1:  # the book changes after the plan read it, before it is written
+            with Session(engine) as session, session.begin():
+                _add_line_item(session, session.get(Campaign, campaign_id), "GB", "GB")
+            return result
+        raise _Stop
+
+    monkeypatch.setattr(plan_module, "make_plan", planning)
+    at = datetime.fromtimestamp(T0, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    outcome: list[object] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(
+            CliRunner().invoke(
+                plan_module.plan,
+                ["--algorithm", "share", "--at", at, "--every", "3600"],
+                obj=Settings(var_dir=var),
+            )
+        ),
+        daemon=True,
+    )
+    runner.start()
+    runner.join(timeout=30)
+    engine.dispose()
+    # Missing the change would leave the planner asleep for the hour.
+    assert not runner.is_alive(), "the change made during planning was never planned"
+    assert made == [1, 2] and isinstance(outcome[0].exception, _Stop)  # type: ignore[attr-defined]

@@ -152,7 +152,11 @@ def plan(
         )
         if every is None:
             return
-        version = _version(settings)
+        # The version the plan was made from (read with its book), not the version now: a
+        # change committed while planning must still trigger the next plan.
+        version = result.catalog_version
+        if version is None:
+            version = _version(settings)
         deadline = time.monotonic() + every
         while time.monotonic() < deadline:
             time.sleep(min(max(settings.catalog_poll_seconds, 1.0), every))
