@@ -19,7 +19,6 @@ ciphertext.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -130,7 +129,8 @@ class UrlSigner:
         return _b64(sealed)
 
     def open_price(self, decision_id: str, sealed: str) -> int:
-        raw = base64.urlsafe_b64decode(sealed + "=")
+        """The price ``seal_price`` sealed (``sealed``: 11 base64url characters)."""
+        raw = binascii.a2b_base64(sealed.translate(_FROM_B64URL) + "=")
         return int.from_bytes(raw, "big") ^ self._pad(decision_id)
 
     # -- signatures -------------------------------------------------------------------
@@ -181,11 +181,6 @@ class UrlSigner:
         tag is padded to 18 bytes, so it encodes to its own 24 characters, of which the
         first 22 are its unpadded encoding.
         """
-        pad = self._price_mac.copy()
-        pad.update(decision_id.encode())
-        sealed = (price_micros ^ int.from_bytes(pad.digest(), "big")).to_bytes(8, "big")
-        # 8 bytes plus a zero: 12 characters, the first 11 the unpadded encoding.
-        price = binascii.b2a_base64(sealed + b"\0", newline=False).translate(_B64URL)[:11]
         d, li, c, cr, s = (
             decision_id,
             str(line_item_id),
@@ -193,7 +188,7 @@ class UrlSigner:
             str(creative_id),
             str(slot_id),
         )
-        p, x = price.decode(), str(expires_at)
+        p, x = self.seal_price(decision_id, price_micros), str(expires_at)
         query = f"?d={d}&li={li}&c={c}&cr={cr}&s={s}&p={p}&cur={currency}&l={listener}&x={x}&sig="
         # ``_netstrings`` of the nine values in ``SIGNED_FIELDS`` order, in one format.
         message = (
@@ -259,7 +254,7 @@ class UrlSigner:
             and _INT.fullmatch(expires)
         )
         # Checked to be 11 base64url characters: ``a2b_base64`` decodes them exactly.
-        price = self._unseal(decision, sealed) if well_formed else -1
+        price = self.open_price(decision, sealed) if well_formed else -1
         if not well_formed or price > MAX_PRICE_MICROS:
             raise InvalidInput("tracking URL has malformed fields", reason="malformed-tracking-url")
         line_item, campaign, creative, slot = (int(value) for value in ids)
@@ -274,7 +269,3 @@ class UrlSigner:
             listener=listener,
             expires_at=int(expires),
         )
-
-    def _unseal(self, decision_id: str, sealed: str) -> int:
-        raw = binascii.a2b_base64(sealed.translate(_FROM_B64URL) + "=")
-        return int.from_bytes(raw, "big") ^ self._pad(decision_id)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.service import catalog_version
 from backbeat.errors import NotFound
-from backbeat.events import Event, EventType
+from backbeat.events import SCHEMA_VERSION, Event, EventType
 from backbeat.observability import (
     DECISIONS,
     SNAPSHOT_LINE_ITEMS,
@@ -91,7 +91,7 @@ def fill_record(decision: Decision) -> bytes:
             "slot_id": decision.slot.id,
             "price_micros": decision.price_micros,
             "currency": item.currency,
-            "v": 1,
+            "v": SCHEMA_VERSION,
         }
     )
 
