@@ -62,3 +62,48 @@ def test_n_impressions_of_budget_end_as_n_counted_across_a_restart(tmp_path):
     assert counted == n
     assert ledger.delivery(item, now).spend_units == n * price  # nothing reserved is left
     assert ledger.expired > 0.15 * (ledger.expired + ledger.rendered)
+
+
+def test_skipping_own_fills_leaves_the_ledger_as_reading_them_does(tmp_path):
+    """A worker's own ``fill`` records are already reservations in its ledger: skipped
+    unparsed, the ledger ends the same as one that reads and deduplicates them."""
+    price = 10 * UNIT
+    item = line_item(1, cpm_micros=price, budget_micros=1000 * price)
+    own, peer = EventLogWriter(tmp_path), EventLogWriter(tmp_path)
+    skipping, reading = MemoryLedger(render_window_s=WINDOW), MemoryLedger(render_window_s=WINDOW)
+    skipper, reader = Reconciler(skipping, tmp_path), Reconciler(reading, tmp_path)
+    skipper.skip_own_fills(own.writer_id)
+    rng, now = random.Random(5), T0
+    for n in range(60):
+        mine = rng.random() < 0.5
+        decision_id = f"{int(now * 1000):012x}{n:016x}"
+        if mine:  # decided here: both ledgers hold the reservation made at decision time
+            for held in (skipping, reading):
+                held.commit_spend(item, price, now, decision_id)
+        writer = own if mine else peer
+        writer.append(Event(type=EventType.FILL, ts=now, decision_id=decision_id, line_item_id=1,
+                            campaign_id=item.campaign_id, price_micros=price,
+                            currency="USD").to_bytes())  # fmt: skip
+        if rng.random() < 0.6:
+            (own if rng.random() < 0.5 else peer).append(
+                Event(type=EventType.IMPRESSION, ts=now, decision_id=decision_id, line_item_id=1,
+                      campaign_id=item.campaign_id, price_micros=price,
+                      currency="USD").to_bytes())  # fmt: skip
+        if n % 7 == 0:
+            own.flush(), peer.flush()
+            for reconciler in (skipper, reader):
+                reconciler.run(now)
+            assert skipping.delivery(item, now) == reading.delivery(item, now)
+            assert skipping.reserved() == reading.reserved()
+        now += 3.0
+    own.close(), peer.close()
+    for reconciler in (skipper, reader):
+        reconciler.run(now + 2 * WINDOW)  # every reservation is now counted or released
+    assert skipping.delivery(item, now) == reading.delivery(item, now)
+    assert skipping.reserved() == reading.reserved() == 0
+    impressions = {
+        event.decision_id
+        for record in EventLogReader(tmp_path).records()
+        if (event := Event.from_bytes(record.payload)).type == EventType.IMPRESSION
+    }
+    assert skipping.delivery(item, now).spend_units == len(impressions) * price

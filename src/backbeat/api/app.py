@@ -89,6 +89,8 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
     reconciler.run(clock())
     # No linger: batches form by themselves while the previous fsync runs.
     event_log = EventLogWriter(Path(settings.resolved_event_log_dir), max_delay_s=0.0)
+    if isinstance(reconciler, Reconciler):
+        reconciler.skip_own_fills(event_log.writer_id)
     if settings.kafka_bootstrap:
         # Tracking and decision-log records are also published, after the local fsync.
         from backbeat.measurement.kafka import KafkaPublisher, PublishingEventLog

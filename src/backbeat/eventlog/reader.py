@@ -21,7 +21,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 import orjson
 from prometheus_client import Counter
@@ -41,9 +41,13 @@ if TYPE_CHECKING:
     from collections.abc import Generator, Iterator, Mapping
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One record as read back, with where it sits so a job can report or resume."""
+class LogRecord(NamedTuple):
+    """One record as read back, with where it sits so a job can report or resume.
+
+    A named tuple: every reader of the log (counting, the ledger's reconciliation, the
+    promotion feedback) makes one per record, and a frozen dataclass costs several
+    times more to build.
+    """
 
     segment: str
     offset: int
@@ -198,7 +202,27 @@ class EventLogReader:
         base = start  # file offset of buf[0]
         i = 0
         left = size - start
+        offsets = self._offsets
         while True:
+            # Fast path: whole, valid frames one after another in the buffer (nearly every
+            # record). Anything else — a frame cut by the chunk, a bad magic, length or
+            # CRC — falls through to the careful path below, which judges it.
+            end = len(buf) - HEADER_BYTES
+            while i <= end:
+                magic, length, crc = _unpack_header(buf, i)
+                stop = i + HEADER_BYTES + length
+                if magic != MAGIC or length > MAX_PAYLOAD_BYTES or stop > len(buf):
+                    break
+                payload = buf[i + HEADER_BYTES : stop]
+                if _crc32(payload) != crc:
+                    break
+                pos = base + i
+                i = stop
+                # Recorded before the yield: once a consumer holds a record, a checkpoint
+                # taken then already covers it.
+                offsets[name] = base + i
+                self._records_read += 1
+                yield LogRecord(name, pos, payload)
             state = _frame_at(buf, i)
             if state < 0 and left:
                 buf, i, left, base = _refill(f, buf, i, left, -state, base)
@@ -234,6 +258,10 @@ class EventLogReader:
             offset=damage.offset,
             skipped_bytes=damage.length,
         )
+
+
+_unpack_header = HEADER.unpack_from
+_crc32 = zlib.crc32
 
 
 def _frame_at(buf: bytes, i: int) -> int:

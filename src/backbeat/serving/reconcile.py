@@ -38,10 +38,17 @@ class Reconciler:
     def __init__(self, ledger: MemoryLedger, directory: Path) -> None:
         self.ledger = ledger
         self._reader = EventLogReader(Path(directory))
+        self._own_segments: str | None = None
+
+    def skip_own_fills(self, writer_id: str) -> None:
+        """This process's own ``fill`` records (segments named after ``writer_id``) are
+        already reservations in its ledger (``commit_spend``): skip them unparsed."""
+        self._own_segments = writer_id + "-"
 
     def run(self, now: float) -> ReconcileRun:
         """Read what is new in the log; then release reservations past the render window."""
         records = impressions = reservations = 0
+        own = self._own_segments
         for record in self._reader.records():
             records += 1
             payload = record.payload
@@ -58,6 +65,8 @@ class Reconciler:
                         now,
                     )
             elif payload.startswith(_FILL):
+                if own is not None and record.segment.startswith(own):
+                    continue
                 event = orjson.loads(payload)
                 reservations += 1
                 self.ledger.reserve(
