@@ -170,3 +170,47 @@ def test_the_price_is_sealed_in_the_url(claims):
     # Another key opens it to something else: the price is not readable from the URL.
     other = UrlSigner(b"z" * 32, "http://t")
     assert other.open_price(claims.decision_id, sealed) != claims.price_micros
+
+
+# Each field's shape check is a string-method test written for speed; the regular
+# expressions in ``signing`` are the reference it must equal, on near-miss strings too.
+_NEAR = st.text(
+    alphabet=st.one_of(
+        st.sampled_from("0123456789abcdefABCDEFxyzXYZ_-.~:@+/=% \t\n"),
+        st.characters(),  # any code point: other scripts' digits and letters, surrogates
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    value=st.one_of(_NEAR, st.text(max_size=140), st.from_regex(LISTENER_PATTERN, fullmatch=True))
+)
+def test_field_shape_checks_equal_their_regular_expressions(value):
+    from backbeat import signing
+
+    pairs = [
+        (signing.is_safe_listener, signing.LISTENER_PATTERN),
+        (signing._is_decision_id, signing._DECISION),
+        (signing._is_number, signing._INT),
+        (signing._is_sealed_price, signing._PRICE),
+        (signing._is_currency, signing._CURRENCY),
+    ]
+    for check, pattern in pairs:
+        assert check(value) == (pattern.fullmatch(value) is not None), (check.__name__, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["١٢٣", "12\n", "ABC\n", "ÀBC", "abc", "0" * 20, "0" * 19, "a" * 129, "é", "Ａ", "ſ", "K"],
+)
+def test_field_shape_checks_on_hand_picked_near_misses(value):
+    from backbeat import signing
+
+    assert signing._is_number(value) == (signing._INT.fullmatch(value) is not None)
+    assert signing._is_currency(value) == (signing._CURRENCY.fullmatch(value) is not None)
+    assert signing.is_safe_listener(value) == (
+        signing.LISTENER_PATTERN.fullmatch(value) is not None
+    )
+    assert signing._is_decision_id(value) == (signing._DECISION.fullmatch(value) is not None)
