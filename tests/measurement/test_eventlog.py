@@ -683,3 +683,19 @@ def test_sigkill_during_a_partial_write_leaves_a_detected_torn_tail(tmp_path: Pa
     assert read == list(range(100))
     assert reader.stats.torn_tails == 1
     assert reader.stats.bytes_skipped == written > HEADER_BYTES
+
+
+def test_a_yielding_tail_gives_the_gil_back_every_slice_and_loses_nothing(tmp_path, monkeypatch):
+    from backbeat.eventlog import reader as reader_module
+
+    with eventlog.EventLogWriter(tmp_path) as writer:
+        writer.append_many([b'{"n":%d}' % n for n in range(1000)]).result()
+    sleeps: list[float] = []
+    monkeypatch.setattr(reader_module.time, "sleep", sleeps.append)
+    plain = [record.payload for record in eventlog.EventLogReader(tmp_path).records()]
+    tail = eventlog.EventLogReader(tmp_path)
+    polite = [record.payload for record in eventlog.yielding(tail.records(), every=100)]
+    assert polite == plain and len(plain) == 1000
+    assert sleeps == [0] * 10  # once per 100 records
+    assert tail.checkpoint == eventlog.EventLogReader(tmp_path, start=tail.checkpoint).checkpoint
+    assert list(tail.records()) == []  # the position moved past every record

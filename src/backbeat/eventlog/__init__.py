@@ -22,6 +22,7 @@ from backbeat.eventlog.reader import (
     ReaderStats,
     read_events,
     read_records,
+    yielding,
 )
 from backbeat.eventlog.writer import EventLogWriter
 
@@ -42,4 +43,5 @@ __all__ = [
     "encode_record",
     "read_events",
     "read_records",
+    "yielding",
 ]

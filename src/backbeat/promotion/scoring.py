@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.service import catalog_version
 from backbeat.catalog.vocabulary import Status
-from backbeat.eventlog import EventLogReader
+from backbeat.eventlog import EventLogReader, yielding
 from backbeat.events import Event, EventType
 from backbeat.observability import log
 from backbeat.promotion import features
@@ -317,7 +317,7 @@ class PromotionScorer:
         if self._tail is None:
             self._tail = EventLogReader(Path(self.event_log_dir))
         seen = []
-        for record in self._tail.records():
+        for record in yielding(self._tail.records()):
             if b"promotion" not in record.payload:
                 continue
             event = Event.from_bytes(record.payload)

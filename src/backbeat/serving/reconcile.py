@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from backbeat.eventlog import EventLogReader
+from backbeat.eventlog import EventLogReader, yielding
 from backbeat.events import EventType
 from backbeat.serving.ledger import MemoryLedger
 
@@ -49,7 +49,7 @@ class Reconciler:
         """Read what is new in the log; then release reservations past the render window."""
         records = impressions = reservations = 0
         own = self._own_segments
-        for record in self._reader.records():
+        for record in yielding(self._reader.records()):
             records += 1
             payload = record.payload
             # Records start with their type (``Event.to_bytes`` field order): skip the rest

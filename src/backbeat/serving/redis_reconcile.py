@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from backbeat.eventlog import Checkpoint, EventLogReader
+from backbeat.eventlog import Checkpoint, EventLogReader, yielding
 from backbeat.events import EventType
 from backbeat.serving.ledger import decision_ts
 from backbeat.serving.redis_breaker import RedisUnavailable
@@ -117,7 +117,7 @@ class RedisReconciler:
             self._written = dict(position)
         records = impressions = reservations = released = 0
         batch: list[str] = []
-        for record in self._reader.records():
+        for record in yielding(self._reader.records()):
             records += 1
             payload = record.payload
             # Records start with their type (``Event.to_bytes`` field order): skip the rest
