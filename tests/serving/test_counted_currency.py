@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_decider_properties import T0, UNIT, ad_slot, line_item
 
 from backbeat.catalog.vocabulary import AuctionType
@@ -14,7 +16,7 @@ from backbeat.serving.decisions import Decider
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.reconcile import Reconciler
 from backbeat.serving.request import AdRequest
-from backbeat.serving.snapshot import Snapshot
+from backbeat.serving.snapshot import CapRule, Snapshot
 
 WINDOW = 60.0
 
@@ -107,3 +109,47 @@ def test_skipping_own_fills_leaves_the_ledger_as_reading_them_does(tmp_path):
         if (event := Event.from_bytes(record.payload)).type == EventType.IMPRESSION
     }
     assert skipping.delivery(item, now).spend_units == len(impressions) * price
+
+
+_WINDOWS = (60, 3600, 86400, None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # which item (its cap window)
+            st.integers(0, 5),  # which listener
+            st.integers(0, 5000),  # seconds since the last step
+            st.booleans(),  # prune after the step
+        ),
+        max_size=120,
+    )
+)
+def test_pruning_keeps_exactly_the_cap_counters_whose_window_has_not_ended(steps):
+    """Reference: every counter ever counted, less those whose window ended by the prune."""
+    items = [
+        line_item(n + 1, caps=(CapRule(f"li:{n + 1}", 3, window),))
+        for n, window in enumerate(_WINDOWS)
+    ]
+    ledger = MemoryLedger()
+    reference: dict[tuple, int] = {}
+    now = T0
+    for which, listener, elapsed, prune in steps:
+        now += elapsed
+        item = items[which]
+        rule = item.caps[0]
+        key = (rule.scope, f"l{listener}", rule.window_seconds, rule.window_start(now))
+        expected = reference.get(key, 0) < rule.count
+        assert (ledger.acquire_caps(f"l{listener}", [item], now)[0] == 0) is expected
+        if expected:
+            reference[key] = reference.get(key, 0) + 1
+        if prune:
+            ledger.prune(now)
+            reference = {
+                key: count
+                for key, count in reference.items()
+                if key[2] is None or key[3] + key[2] > now
+            }
+            assert ledger.cap_counters() == len(reference)
+            assert dict(ledger._caps) == reference

@@ -146,6 +146,11 @@ class MemoryLedger:
         self.render_window_s = render_window_s
         self.dedup_s = dedup_s
         self._caps: dict[tuple[str, str, int | None, int], int] = defaultdict(int)
+        # Windowed cap counters by the second their window ends: pruning pops the ended
+        # buckets, so its cost is what ended, not every counter held (millions of
+        # listeners' counters were walked every second, under the lock decisions take).
+        self._cap_ends: dict[int, list[tuple[str, str, int | None, int]]] = defaultdict(list)
+        self._daily_kept_from: int | None = None
         self._units: dict[int, int] = defaultdict(int)
         self._impressions: dict[int, int] = defaultdict(int)
         self._daily: dict[tuple[int, int], int] = defaultdict(int)
@@ -241,12 +246,15 @@ class MemoryLedger:
                     window = rule.window_seconds
                     start = -1 if window is None else int(now // window) * window
                     key = (rule.scope, listener, window, start)
-                    if caps.get(key, 0) >= rule.count:
+                    used = caps.get(key, 0)
+                    if used >= rule.count:
                         break
-                    keys.append(key)
+                    keys.append((key, used))
                 else:
-                    for key in keys:
-                        caps[key] += 1
+                    for key, used in keys:
+                        if not used and key[2] is not None:  # a new windowed counter
+                            self._cap_ends[key[3] + key[2]].append(key)
+                        caps[key] = used + 1
                     return position, ""
         return None, "frequency-capped"
 
@@ -345,14 +353,15 @@ class MemoryLedger:
     def prune(self, now: float) -> None:
         """Forget cap windows that ended and days long past; whole-flight counters stay."""
         with self._lock:
-            for key in [
-                key
-                for key in self._caps
-                if key[3] >= 0 and key[2] is not None and key[3] + key[2] <= now
-            ]:
-                del self._caps[key]
-            for key in [key for key in self._daily if key[1] < day_of(now) - 2]:
-                del self._daily[key]
+            caps, ends = self._caps, self._cap_ends
+            for end in [end for end in ends if end <= now]:
+                for key in ends.pop(end):
+                    caps.pop(key, None)
+            oldest = day_of(now) - 2
+            if oldest != self._daily_kept_from:  # days end once a day: walk them only then
+                for key in [key for key in self._daily if key[1] < oldest]:
+                    del self._daily[key]
+                self._daily_kept_from = oldest
 
     def cap_counters(self) -> int:
         return len(self._caps)
