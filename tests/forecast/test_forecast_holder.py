@@ -62,3 +62,53 @@ def test_a_book_change_retries_at_once_and_success_resets_the_backoff():
     assert holder._due()
     assert holder.rebuild() is not None
     assert holder.failures == 0 and holder.last_error is None and holder.wait_ready(0)
+
+
+def test_book_changes_rebuild_at_most_a_fifth_of_the_time():
+    book = Book()
+    book.fail = False
+    slow_build = book.build
+
+    def build():  # type: ignore[no-untyped-def]
+        time.sleep(0.1)  # a build that takes 100 ms
+        return slow_build()
+
+    holder = ForecastHolder(build=build, version=lambda: book.version, poll_seconds=0.01,
+                            max_age_seconds=60)  # fmt: skip
+    assert holder.rebuild() is not None
+    built = time.monotonic()
+    book.version = 2
+    assert not holder._due()  # 100 ms of building buys 400 ms without a book-change rebuild
+    while not holder._due():
+        time.sleep(0.01)
+    waited = time.monotonic() - built
+    assert 0.38 <= waited <= 0.6, waited
+    holder.poke()
+    assert holder._due()  # a poke still rebuilds at once
+
+
+def test_under_constant_book_changes_builds_take_a_bounded_share():
+    book = Book()
+    book.fail = False
+    slow_build = book.build
+
+    def build():  # type: ignore[no-untyped-def]
+        time.sleep(0.05)
+        return slow_build()
+
+    holder = ForecastHolder(build=build, version=lambda: book.version, poll_seconds=0.005,
+                            max_age_seconds=60)  # fmt: skip
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            book.version += 1
+            time.sleep(0.01)
+
+    changer = threading.Thread(target=churn)
+    changer.start()
+    _run(holder, 1.5)
+    stop.set()
+    changer.join()
+    # 50 ms builds, 200 ms apart at the least: about 6 in 1.5 s, not 30.
+    assert 3 <= book.builds <= 9, book.builds

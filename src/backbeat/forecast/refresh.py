@@ -6,6 +6,11 @@ built. Until the first build finishes, ``current`` raises ``ForecastUnavailable`
 A failed build is retried with exponential backoff (from ``poll_seconds`` up to
 ``max_age_seconds``), at once if the book changes or someone pokes: a build that keeps
 failing must not burn a core in every worker.
+
+Book changes rebuild at most ``max_busy_share`` of the time: after a build that took
+``d`` seconds, the next one for a book change waits until ``d / max_busy_share`` seconds
+after the last started. Ad ops editing line items every few seconds would otherwise keep
+every worker rebuilding (each build reads the decision log again) beside serving.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class ForecastHolder:
         version: Callable[[], object],
         max_age_seconds: float = 600.0,
         poll_seconds: float = 5.0,
+        max_busy_share: float = 0.2,
     ) -> None:
         self._build = build
         self._version = version
@@ -40,6 +46,8 @@ class ForecastHolder:
         self._current: Forecaster | None = None
         self._built_version: object = None
         self._built_at = 0.0
+        self.max_busy_share = max_busy_share
+        self._next_rebook = 0.0  # a book change rebuilds from then on
         self._ready = threading.Event()
         self._poked = threading.Event()
         self._lock = threading.Lock()
@@ -87,6 +95,7 @@ class ForecastHolder:
             elapsed = time.perf_counter() - started
             self._current, self._built_version = forecaster, version
             self._built_at = time.monotonic()
+            self._next_rebook = self._built_at + elapsed * (1.0 / self.max_busy_share - 1.0)
             self.last_error = None
             self.failures, self._retry_at = 0, 0.0
             FORECAST_REBUILDS.labels("ok").inc()
@@ -102,10 +111,11 @@ class ForecastHolder:
         if time.monotonic() - self._built_at >= self.max_age_seconds:
             return True
         try:
-            return self._version() != self._built_version
+            changed = self._version() != self._built_version
         except Exception:  # the database is away: keep the last forecaster
             log.warning("forecast version check failed")
             return False
+        return changed and time.monotonic() >= self._next_rebook
 
     def _due(self) -> bool:
         if self._poked.is_set():

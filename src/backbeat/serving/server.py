@@ -241,13 +241,21 @@ class AdServer:
                 version = catalog_version(session)
                 if version == self.snapshot.version and not force:
                     return False
-                snapshot = load_snapshot(session, now=datetime.fromtimestamp(self.clock(), UTC))
-            # The static part of every creative's VAST is prepared here, off the request path.
-            templates = {
-                (item.id, creative.id): template_of(item, creative)
-                for item in snapshot.line_items
-                for creative in item.creatives
-            }
+                previous = self.snapshot
+                snapshot = load_snapshot(
+                    session,
+                    now=datetime.fromtimestamp(self.clock(), UTC),
+                    previous=None if force else previous,
+                )
+            # The static part of every creative's VAST is prepared here, off the request path
+            # (kept for a line item carried over from the last snapshot unchanged).
+            unchanged = {id(item) for item in previous.line_items}
+            templates: dict[tuple[int, int], AdTemplate] = {}
+            for item in snapshot.line_items:
+                for creative in item.creatives:
+                    key = (item.id, creative.id)
+                    template = self._templates.get(key) if id(item) in unchanged else None
+                    templates[key] = template or template_of(item, creative)
             self.snapshot, self._templates = snapshot, templates
             self.rebuilds += 1
         # The snapshot lives until the next catalog change: keep the cyclic GC from walking
