@@ -7,6 +7,8 @@ HTTP figures need ``wrk`` (Debian package ``wrk``); the server is ``backbeat ser
 The baseline is measured in the same run: a static Starlette response of the same size
 as a ``/vast`` answer (and an empty 204 for tracking), served by uvicorn with the same
 workers, driven by the same ``wrk`` settings; ``/vast`` prints its ratio to that ceiling.
+``/vast`` is measured a second time while a line item is edited every ``--edit-every``
+seconds (2; 0 skips it): each edit makes every worker rebuild its snapshot beside serving.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -353,11 +356,59 @@ end
 """
 
 
+class CatalogEditor:
+    """Edits one random line item's CPM every ``every`` seconds, as a ``PATCH`` does (ORM
+    update, which bumps the row version, and the catalog version): ad ops at work while
+    the server takes traffic, so every worker rebuilds its snapshot (and, at most a fifth
+    of the time, its forecaster) beside serving."""
+
+    def __init__(self, database_url: str, every: float, line_items: int) -> None:
+        self.database_url, self.every, self.line_items = database_url, every, line_items
+        self.edits = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CatalogEditor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from decimal import Decimal
+
+        from backbeat.catalog.models import LineItem
+        from backbeat.catalog.service import bump_catalog_version
+        from backbeat.db import make_engine, make_session_factory
+
+        engine = make_engine(self.database_url)
+        sessions = make_session_factory(engine)
+        rng = random.Random(11)
+        while not self._stop.wait(self.every):
+            with sessions() as session:
+                item = session.get(LineItem, rng.randint(1, self.line_items))
+                if item is not None:
+                    item.cpm = item.cpm + Decimal("0.01")
+                    bump_catalog_version(session)
+                    session.commit()
+                    self.edits += 1
+        engine.dispose()
+
+
 def lua_list(values: list[str]) -> str:
     return ", ".join(f'"{value}"' for value in values)
 
 
-def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> None:
+def over_http(
+    settings: Settings,
+    workdir: Path,
+    seconds: int,
+    workers: int,
+    edit_every: float,
+    line_items: int,
+) -> None:
     if shutil.which("wrk") is None:
         print("HTTP figures skipped: wrk is not installed (apt-get install wrk)")
         return
@@ -392,6 +443,11 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
         tracking_lua.write_text(TRACKING_LUA % urls_file)
         run_wrk(f"http://127.0.0.1:{port}", vast_lua, 2, 32)  # warm-up
         vast = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32, server.pid)
+        edited = None
+        if edit_every > 0:
+            with CatalogEditor(settings.database_url, edit_every, line_items) as editor:
+                edited = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32, server.pid)
+            edits = editor.edits
         log_dir = settings.resolved_event_log_dir
         before = sum(1 for _ in EventLogReader(log_dir).records())
         track = run_wrk(f"http://127.0.0.1:{port}", tracking_lua, seconds, 64, server.pid)
@@ -425,6 +481,13 @@ def over_http(settings: Settings, workdir: Path, seconds: int, workers: int) -> 
             f"{workers} uvicorn workers, 32 connections, non-2xx {vast['non2xx']:.0f}; "
             f"{vast['rps'] / ceiling['rps']:.2f} of the static ceiling",
         )
+        if edited is not None:
+            line(
+                "HTTP GET /vast, edits",
+                edited,
+                f"a line item edited every {edit_every:g} s ({edits} edits), each worker "
+                f"rebuilding beside serving; {edited['rps'] / ceiling['rps']:.2f} of the ceiling",
+            )
         line("HTTP static 204 ceiling", pixel_ceiling, "Starlette, empty 204, 64 connections")
         line(
             "HTTP GET /t/impression",
@@ -449,6 +512,12 @@ def main() -> None:
     parser.add_argument(
         "--in-process-only", action="store_true", help="skip the HTTP figures (no wrk, no server)"
     )
+    parser.add_argument(
+        "--edit-every",
+        type=float,
+        default=2.0,
+        help="also measure /vast while a line item is edited every SECONDS (0: skip)",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
@@ -463,7 +532,9 @@ def main() -> None:
         )
         in_process(settings, slots, args.requests)
         if not args.in_process_only:
-            over_http(settings, workdir, args.seconds, args.workers)
+            over_http(
+                settings, workdir, args.seconds, args.workers, args.edit_every, args.line_items
+            )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"peak memory (bench process, in-process part) {peak_mib:,.0f} MiB")
