@@ -443,11 +443,6 @@ def over_http(
         tracking_lua.write_text(TRACKING_LUA % urls_file)
         run_wrk(f"http://127.0.0.1:{port}", vast_lua, 2, 32)  # warm-up
         vast = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32, server.pid)
-        edited = None
-        if edit_every > 0:
-            with CatalogEditor(settings.database_url, edit_every, line_items) as editor:
-                edited = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32, server.pid)
-            edits = editor.edits
         log_dir = settings.resolved_event_log_dir
         before = sum(1 for _ in EventLogReader(log_dir).records())
         track = run_wrk(f"http://127.0.0.1:{port}", tracking_lua, seconds, 64, server.pid)
@@ -463,6 +458,13 @@ def over_http(
         finally:
             static.terminate()
             static.wait(timeout=30)
+        # Last: the rebuilds the edits start go on for a while after the last edit, and
+        # would load whatever ran next.
+        edited = None
+        if edit_every > 0:
+            with CatalogEditor(settings.database_url, edit_every, line_items) as editor:
+                edited = run_wrk(f"http://127.0.0.1:{port}", vast_lua, seconds, 32, server.pid)
+            edits = editor.edits
 
         def line(label: str, figures: dict[str, float], note: str) -> None:
             print(
