@@ -112,30 +112,35 @@ def test_skipping_own_fills_leaves_the_ledger_as_reading_them_does(tmp_path):
 
 
 _WINDOWS = (60, 3600, 86400, None)
+_FLIGHT_END = T0 + 2 * 86400  # the whole-flight item's flight
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     steps=st.lists(
         st.tuples(
             st.integers(0, 3),  # which item (its cap window)
             st.integers(0, 5),  # which listener
-            st.integers(0, 5000),  # seconds since the last step
+            st.sampled_from([0, 1, 30, 59, 600, 3600, 5000, 86400, 3 * 86400]),  # seconds on
             st.booleans(),  # prune after the step
+            st.booleans(),  # the whole-flight item still in the snapshot at that prune
         ),
         max_size=120,
     )
 )
-def test_pruning_keeps_exactly_the_cap_counters_whose_window_has_not_ended(steps):
-    """Reference: every counter ever counted, less those whose window ended by the prune."""
+def test_pruning_keeps_exactly_the_cap_counters_still_needed(steps):
+    """Reference: every counter ever counted, less the windows that ended by the prune and
+    the whole-flight counters of a flight over for a week that no live item counts on."""
+    from backbeat.serving.ledger import FLIGHT_GRACE_S
+
     items = [
-        line_item(n + 1, caps=(CapRule(f"li:{n + 1}", 3, window),))
+        line_item(n + 1, caps=(CapRule(f"li:{n + 1}", 3, window),), end_ts=_FLIGHT_END)
         for n, window in enumerate(_WINDOWS)
     ]
     ledger = MemoryLedger()
     reference: dict[tuple, int] = {}
     now = T0
-    for which, listener, elapsed, prune in steps:
+    for which, listener, elapsed, prune, flight_live in steps:
         now += elapsed
         item = items[which]
         rule = item.caps[0]
@@ -145,11 +150,14 @@ def test_pruning_keeps_exactly_the_cap_counters_whose_window_has_not_ended(steps
         if expected:
             reference[key] = reference.get(key, 0) + 1
         if prune:
-            ledger.prune(now)
+            live = {f"li:{n + 1}" for n in range(3)} | ({"li:4"} if flight_live else set())
+            ledger.prune(now, live_scopes=live)
+            flight_over = now >= _FLIGHT_END + FLIGHT_GRACE_S and not flight_live
             reference = {
                 key: count
                 for key, count in reference.items()
-                if key[2] is None or key[3] + key[2] > now
+                if (key[2] is None and not flight_over)
+                or (key[2] is not None and key[3] + key[2] > now)
             }
             assert ledger.cap_counters() == len(reference)
             assert dict(ledger._caps) == reference

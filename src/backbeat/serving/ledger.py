@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +109,7 @@ def shared_caps(item: ServableLineItem, counted: ServableLineItem | None) -> fro
 
 
 DEFAULT_RENDER_WINDOW_S = 300.0
+FLIGHT_GRACE_S = 7 * DAY
 DEFAULT_DEDUP_S = 7 * DAY
 
 
@@ -151,6 +152,10 @@ class MemoryLedger:
         # listeners' counters were walked every second, under the lock decisions take).
         self._cap_ends: dict[int, list[tuple[str, str, int | None, int]]] = defaultdict(list)
         self._daily_kept_from: int | None = None
+        # Whole-flight counters by scope, and the latest flight end each scope was counted
+        # under: freed once that flight is long over and no live line item has the scope.
+        self._flight_keys: dict[str, list[tuple[str, str, int | None, int]]] = defaultdict(list)
+        self._flight_ends: dict[str, float] = {}
         self._units: dict[int, int] = defaultdict(int)
         self._impressions: dict[int, int] = defaultdict(int)
         self._daily: dict[tuple[int, int], int] = defaultdict(int)
@@ -252,8 +257,13 @@ class MemoryLedger:
                     keys.append((key, used))
                 else:
                     for key, used in keys:
-                        if not used and key[2] is not None:  # a new windowed counter
-                            self._cap_ends[key[3] + key[2]].append(key)
+                        if not used:  # a new counter: remember when it can go
+                            if key[2] is not None:
+                                self._cap_ends[key[3] + key[2]].append(key)
+                            else:
+                                self._flight_keys[key[0]].append(key)
+                                if self._flight_ends.get(key[0], -1.0) < item.end_ts:
+                                    self._flight_ends[key[0]] = item.end_ts
                         caps[key] = used + 1
                     return position, ""
         return None, "frequency-capped"
@@ -350,13 +360,28 @@ class MemoryLedger:
                 self._attempts[item_id] += count
             return dict(self._attempts)
 
-    def prune(self, now: float) -> None:
-        """Forget cap windows that ended and days long past; whole-flight counters stay."""
+    def prune(self, now: float, live_scopes: Collection[str] | None = None) -> None:
+        """Forget cap windows that ended and days long past.
+
+        Whole-flight counters go too once their flight ended ``FLIGHT_GRACE_S`` ago and no
+        line item in ``live_scopes`` (the snapshot's cap scopes) still counts on them: a
+        paused line item keeps its counters, a campaign extended within the grace too.
+        """
         with self._lock:
             caps, ends = self._caps, self._cap_ends
             for end in [end for end in ends if end <= now]:
                 for key in ends.pop(end):
                     caps.pop(key, None)
+            if live_scopes is not None:
+                over = now - FLIGHT_GRACE_S
+                for scope in [
+                    scope
+                    for scope, end in self._flight_ends.items()
+                    if end <= over and scope not in live_scopes
+                ]:
+                    del self._flight_ends[scope]
+                    for key in self._flight_keys.pop(scope, ()):
+                        caps.pop(key, None)
             oldest = day_of(now) - 2
             if oldest != self._daily_kept_from:  # days end once a day: walk them only then
                 for key in [key for key in self._daily if key[1] < oldest]:

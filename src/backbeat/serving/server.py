@@ -224,7 +224,7 @@ class AdServer:
                 log.exception("ledger reconciliation failed")
         prune = getattr(self.ledger, "prune", None)
         if prune is not None:
-            prune(now)
+            prune(now, live_scopes=self.snapshot.cap_scopes)
         try:
             self.decider.pacing.maybe_update(now, self.snapshot, self.ledger)
         except Exception:  # keep the last probabilities

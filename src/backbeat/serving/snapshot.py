@@ -144,6 +144,8 @@ class Snapshot:
     fingerprints: dict[int, tuple[Any, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # The frequency-cap counters live line items count on (the ledger frees the others).
+    cap_scopes: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -165,6 +167,7 @@ class Snapshot:
             index=TargetingIndex.build(item.targeting for item in ordered),
             checks=StaticChecks(ordered),
             fingerprints=fingerprints or {},
+            cap_scopes=frozenset(rule.scope for item in ordered for rule in item.caps),
         )
 
 
