@@ -112,3 +112,42 @@ def test_under_constant_book_changes_builds_take_a_bounded_share():
     changer.join()
     # 50 ms builds, 200 ms apart at the least: about 6 in 1.5 s, not 30.
     assert 3 <= book.builds <= 9, book.builds
+
+
+def test_a_book_change_rebooks_and_new_history_builds_in_full():
+    book = Book()
+    book.fail = False
+    rebooks: list[object] = []
+
+    def rebook(current):  # type: ignore[no-untyped-def]
+        rebooks.append(current)
+        return _Built()
+
+    holder = ForecastHolder(build=book.build, rebook=rebook, version=lambda: book.version,
+                            poll_seconds=0.01, max_age_seconds=0.3,
+                            max_busy_share=1.0)  # fmt: skip
+    first = holder.rebuild()
+    assert book.builds == 1 and rebooks == []  # nothing to rebook yet: a full build
+    book.version = 2
+    assert holder._due()
+    holder.rebuild()
+    assert book.builds == 1 and rebooks == [first]  # the book changed: rebooked
+    time.sleep(0.35)
+    assert holder._due()  # the history is old now
+    holder.rebuild()
+    assert book.builds == 2 and len(rebooks) == 1  # read again in full
+
+
+def test_a_failing_rebook_falls_back_to_a_full_build():
+    book = Book()
+    book.fail = False
+
+    def rebook(current):  # type: ignore[no-untyped-def]
+        raise RuntimeError("cannot rebook")
+
+    holder = ForecastHolder(build=book.build, rebook=rebook, version=lambda: book.version,
+                            poll_seconds=0.01, max_age_seconds=60)  # fmt: skip
+    holder.rebuild()
+    book.version = 2
+    assert holder.rebuild() is not None
+    assert book.builds == 2 and holder.failures == 0

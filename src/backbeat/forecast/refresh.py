@@ -7,10 +7,12 @@ A failed build is retried with exponential backoff (from ``poll_seconds`` up to
 ``max_age_seconds``), at once if the book changes or someone pokes: a build that keeps
 failing must not burn a core in every worker.
 
-Book changes rebuild at most ``max_busy_share`` of the time: after a build that took
-``d`` seconds, the next one for a book change waits until ``d / max_busy_share`` seconds
-after the last started. Ad ops editing line items every few seconds would otherwise keep
-every worker rebuilding (each build reads the decision log again) beside serving.
+With ``rebook``, a book change keeps the history, sample and supply model and recomputes
+only what depends on the book (``Forecaster.rebook``). Book changes rebuild at most
+``max_busy_share`` of the time: after a build that took ``d`` seconds, the next one for a
+book change waits until ``d / max_busy_share`` seconds after the last started. Ad ops
+editing line items every few seconds would otherwise keep every worker rebuilding beside
+serving.
 """
 
 from __future__ import annotations
@@ -38,14 +40,19 @@ class ForecastHolder:
         max_age_seconds: float = 600.0,
         poll_seconds: float = 5.0,
         max_busy_share: float = 0.2,
+        rebook: Callable[[Forecaster], Forecaster] | None = None,
     ) -> None:
+        """``rebook(current)``, when given, answers a book change without a full build:
+        the same history for the new book (``Forecaster.rebook``); the history itself is
+        read again every ``max_age_seconds``."""
         self._build = build
+        self._rebook = rebook
         self._version = version
         self.max_age_seconds = max_age_seconds
         self.poll_seconds = poll_seconds
         self._current: Forecaster | None = None
         self._built_version: object = None
-        self._built_at = 0.0
+        self._built_at = 0.0  # the last full build (new history)
         self.max_busy_share = max_busy_share
         self._next_rebook = 0.0  # a book change rebuilds from then on
         self._ready = threading.Event()
@@ -77,9 +84,15 @@ class ForecastHolder:
         with self._lock:
             started = time.perf_counter()
             version: object = None
+            current = self._current
+            full = (
+                self._rebook is None
+                or current is None
+                or time.monotonic() - self._built_at >= self.max_age_seconds
+            )
             try:
                 version = self._version()
-                forecaster = self._build()
+                forecaster = self._build() if full else self._rebooked(current)
             except Exception as error:  # keep answering from the last good forecaster
                 FORECAST_REBUILDS.labels("error").inc()
                 self.last_error = f"{type(error).__name__}: {error}"
@@ -94,8 +107,10 @@ class ForecastHolder:
                 return None
             elapsed = time.perf_counter() - started
             self._current, self._built_version = forecaster, version
-            self._built_at = time.monotonic()
-            self._next_rebook = self._built_at + elapsed * (1.0 / self.max_busy_share - 1.0)
+            done = time.monotonic()
+            if full:
+                self._built_at = done
+            self._next_rebook = done + elapsed * (1.0 / self.max_busy_share - 1.0)
             self.last_error = None
             self.failures, self._retry_at = 0, 0.0
             FORECAST_REBUILDS.labels("ok").inc()
@@ -104,6 +119,15 @@ class ForecastHolder:
             FORECAST_AGE.set(forecaster.now)
             self._ready.set()
             return forecaster
+
+    def _rebooked(self, current: Forecaster | None) -> Forecaster:
+        """The current forecaster for the new book; a full build if that fails."""
+        assert current is not None and self._rebook is not None
+        try:
+            return self._rebook(current)
+        except Exception:
+            log.exception("forecaster rebook failed; building in full")
+            return self._build()
 
     def _stale(self) -> bool:
         if self._current is None:

@@ -145,25 +145,31 @@ def start_forecasting(app: Any, services: Any, clock: Any, stop: threading.Event
     def version() -> object:
         return services.ad_server.snapshot.version
 
-    def build() -> Forecaster:
+    def delivered() -> dict[int, int]:
         from backbeat.reporting.service import delivered_so_far
 
-        now = clock()
-        line_items = services.ad_server.snapshot.line_items
         with services.sessions() as session:
-            delivered = {
+            return {
                 item: impressions for item, (_, impressions) in delivered_so_far(session)[0].items()
             }
+
+    def build() -> Forecaster:
+        now = clock()
+        line_items = services.ad_server.snapshot.line_items
         return Forecaster.build(
             settings.resolved_event_log_dir,
             line_items,
             now=now,
             history_days=settings.forecast_history_days,
-            delivered=delivered,
+            delivered=delivered(),
         )
+
+    def rebook(current: Forecaster) -> Forecaster:
+        return current.rebook(services.ad_server.snapshot.line_items, delivered=delivered())
 
     holder = ForecastHolder(
         build=build,
+        rebook=rebook,
         version=version,
         max_age_seconds=settings.forecast_refresh_seconds,
         poll_seconds=max(settings.catalog_poll_seconds, 0.2),
