@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 
@@ -201,7 +202,23 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     print(
         f"in-process decision+VAST  {requests / (decide_s[0] + vast_s[0]):>10,.0f} /s   (VAST rendering {_us(vast_s, requests)} each)"
     )
+    rebuild_figures(server, services)
     services.event_log.close()
+
+
+def rebuild_figures(server: AdServer, services: Any) -> None:
+    """A snapshot read in full (start-up) against one rebuilt after a single line-item edit."""
+    started = _clock()
+    server.refresh(force=True)
+    full = _since(started)
+    edit_line_item(services.sessions, 1)
+    started = _clock()
+    server.refresh()
+    after_edit = _since(started)
+    print(
+        f"snapshot rebuild: read in full {full[0]:.2f} s, after one line-item edit "
+        f"{after_edit[0]:.2f} s ({len(server.snapshot.line_items):,} line items)"
+    )
 
 
 def free_port() -> int:
@@ -377,24 +394,31 @@ class CatalogEditor:
         self._thread.join()
 
     def _run(self) -> None:
-        from decimal import Decimal
-
-        from backbeat.catalog.models import LineItem
-        from backbeat.catalog.service import bump_catalog_version
         from backbeat.db import make_engine, make_session_factory
 
         engine = make_engine(self.database_url)
         sessions = make_session_factory(engine)
         rng = random.Random(11)
         while not self._stop.wait(self.every):
-            with sessions() as session:
-                item = session.get(LineItem, rng.randint(1, self.line_items))
-                if item is not None:
-                    item.cpm = item.cpm + Decimal("0.01")
-                    bump_catalog_version(session)
-                    session.commit()
-                    self.edits += 1
+            self.edits += edit_line_item(sessions, rng.randint(1, self.line_items))
         engine.dispose()
+
+
+def edit_line_item(sessions: Callable[[], Any], item_id: int) -> bool:
+    """Raise one line item's CPM by a cent as a ``PATCH`` does (ORM update, catalog version)."""
+    from decimal import Decimal
+
+    from backbeat.catalog.models import LineItem
+    from backbeat.catalog.service import bump_catalog_version
+
+    with sessions() as session:
+        item = session.get(LineItem, item_id)
+        if item is None:
+            return False
+        item.cpm = item.cpm + Decimal("0.01")
+        bump_catalog_version(session)
+        session.commit()
+        return True
 
 
 def lua_list(values: list[str]) -> str:

@@ -37,16 +37,11 @@ LISTENER_MAX = 128
 # RFC 3986 unreserved characters plus ``:`` and ``@`` (legal unescaped in a query):
 # a listener id needs no percent-encoding in a URL and cannot carry a separator.
 LISTENER_ALPHABET = "A-Za-z0-9._~:@-"
-LISTENER_PATTERN = re.compile(f"[{LISTENER_ALPHABET}]{{1,{LISTENER_MAX}}}")
-_DECISION = re.compile(r"[0-9a-f]{1,32}")
-_INT = re.compile(r"[0-9]{1,19}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
-_PRICE = re.compile(r"[A-Za-z0-9_-]{11}")
 
 
-# The same shapes as character sets: ``str.strip`` leaves nothing exactly when every
-# character is in the set, which costs a fraction of a regex match per field (these run
-# for every pixel). Property tests hold them equal to the patterns above.
+# Field shapes as character sets: ``str.strip`` leaves nothing exactly when every character
+# is in the set, which costs a fraction of a regex match per field (these run for every
+# pixel). Property tests hold them equal to the regular expressions of each shape.
 _LISTENER_CHARS = string.ascii_letters + string.digits + "._~:@-"
 _HEX_CHARS = "0123456789abcdef"
 _B64URL_CHARS = string.ascii_letters + string.digits + "_-"

@@ -9,9 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from backbeat.serving.server import TRACKED_EVENTS
 from backbeat.serving.vast import AdTemplate, VastAd, render_document
-from backbeat.signing import TrackingClaims, UrlSigner
+from backbeat.signing import TRACKING_EVENTS, TrackingClaims, UrlSigner
 from vast_schema import assert_valid_vast
 
 NS = {"v": "http://www.iab.com/VAST"}
@@ -21,7 +20,7 @@ SIGNER = UrlSigner(b"k" * 32, "https://t.example.com")
 
 def urls(decision_id: str) -> dict[str, str]:
     claims = TrackingClaims(decision_id, 7, 3, 9, 1, 2_500_000, "USD", "l-1", 1_900_000_000)
-    found = SIGNER.urls(TRACKED_EVENTS, claims)
+    found = SIGNER.urls(TRACKING_EVENTS, claims)
     found["error"] += "&code=[ERRORCODE]"
     return found
 

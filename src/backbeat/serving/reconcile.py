@@ -17,11 +17,11 @@ from pathlib import Path
 import orjson
 
 from backbeat.eventlog import EventLogReader, yielding
-from backbeat.events import EventType
+from backbeat.events import EventType, record_prefix
 from backbeat.serving.ledger import MemoryLedger
 
-_IMPRESSION = b'{"type":"' + EventType.IMPRESSION.value.encode() + b'"'
-_FILL = b'{"type":"' + EventType.FILL.value.encode() + b'"'
+_IMPRESSION = record_prefix(EventType.IMPRESSION)
+_FILL = record_prefix(EventType.FILL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from backbeat.eventlog import Checkpoint, EventLogReader, yielding
-from backbeat.events import EventType
+from backbeat.events import EventType, record_prefix
 from backbeat.serving.ledger import decision_ts
 from backbeat.serving.redis_breaker import RedisUnavailable
 from backbeat.serving.redis_scripts import LOCK_LUA, RECONCILE_LUA
@@ -46,8 +46,8 @@ LOG_ID_FILE = "ledger-log-id"
 REBUILDING = "~rebuilding"  # fields of the position that are not segments
 VERSION = "~v"
 
-_IMPRESSION = b'{"type":"' + EventType.IMPRESSION.value.encode() + b'"'
-_FILL = b'{"type":"' + EventType.FILL.value.encode() + b'"'
+_IMPRESSION = record_prefix(EventType.IMPRESSION)
+_FILL = record_prefix(EventType.FILL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,13 +33,11 @@ from backbeat.serving.pacing import PacingController
 from backbeat.serving.request import AdRequest, PodRequest
 from backbeat.serving.snapshot import Snapshot, load_snapshot
 from backbeat.serving.vast import ERRORCODE_MACRO, AdTemplate, VastAd, render_document
-from backbeat.signing import UrlSigner
+from backbeat.signing import TRACKING_EVENTS, UrlSigner
 from backbeat.types import from_micros
 
 Clock = Callable[[], float]
 Appender = Callable[[bytes], object]
-QUARTILES = ("start", "firstQuartile", "midpoint", "thirdQuartile", "complete")
-TRACKED_EVENTS = ("impression", *QUARTILES, "click", "error")
 NO_FILL_EVENTS = ("error",)
 ERROR_CODE_SUFFIX = "&code=" + ERRORCODE_MACRO
 DEFAULT_DECISION_LOG_SAMPLE = 0.1
@@ -367,7 +365,7 @@ class AdServer:
         item, creative = decision.line_item, decision.creative
         if item is not None and creative is not None:
             urls = self.signer.urls_of(
-                TRACKED_EVENTS, decision.id, item.id, item.campaign_id, creative.id,
+                TRACKING_EVENTS, decision.id, item.id, item.campaign_id, creative.id,
                 decision.slot.id, decision.price_micros, item.currency,
                 decision.request.listener, int(decision.ts) + self.tracking_ttl_seconds,
             )  # fmt: skip

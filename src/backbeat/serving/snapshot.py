@@ -315,10 +315,10 @@ def load_snapshot(session: Session, *, now: datetime, previous: Snapshot | None 
         current = _row_versions(session, now)
         old = previous.fingerprints
         for item in previous.line_items:
-            print_ = current.get(item.id)
-            if print_ is not None and old.get(item.id) == print_:
+            fingerprint = current.get(item.id)
+            if fingerprint is not None and old.get(item.id) == fingerprint:
                 kept.append(item)
-                fingerprints[item.id] = print_
+                fingerprints[item.id] = fingerprint
         only = [item_id for item_id in current if item_id not in fingerprints]
     fresh: list[ServableLineItem] = []
     chunks = (
