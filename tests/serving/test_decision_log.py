@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_auction import serving_app
 from test_decider_properties import SLOTS, T0, UNIT, line_item
 
@@ -16,7 +18,7 @@ from backbeat.eventlog import EventLogReader, EventLogWriter
 from backbeat.events import Event, EventType
 from backbeat.serving.ledger import MemoryLedger
 from backbeat.serving.request import AdRequest, PodRequest
-from backbeat.serving.server import AdServer, listener_kept
+from backbeat.serving.server import AdServer, listener_kept, opportunity_record
 from backbeat.serving.snapshot import CapRule, ServableLineItem, Snapshot
 from backbeat.signing import UrlSigner
 from factories import book_servable
@@ -178,3 +180,65 @@ def test_anonymous_requests_are_sampled_by_chance(tmp_path):
     assert abs(len(logged) - 600) <= 5 * math.sqrt(2000 * 0.3 * 0.7)
     assert all("sample_by" not in event.attrs for event in logged)
     writer.close()
+
+
+def reference_record(snapshot, request, decisions, now, sample) -> bytes:
+    """The opportunity record as the ``Event`` dataclass writes it (the schema's own path)."""
+    first = decisions[0]
+    attributes = first.attributes or {}
+    return Event(
+        type=EventType.OPPORTUNITY,
+        ts=now,
+        decision_id=first.id,
+        slot_id=first.slot.id,
+        listener=request.listener,
+        reason=first.no_fill_reason,
+        attrs={
+            **{key: value for key, value in attributes.items() if value not in (None, (), "")},
+            "segments": list(request.segments),
+            "tz": request.timezone,
+            "user_agent": request.user_agent,
+            "targeted": first.targeted.bit_count(),
+            "catalog_version": snapshot.version,
+            "winners": [decision.line_item.id for decision in decisions if decision.line_item],
+            "sample": sample,
+            **({"sample_by": "listener"} if request.listener else {}),
+        },
+    ).to_bytes()
+
+
+_token = st.sampled_from(["", "US", "GB", "FR", "news", "auto", "runner", "ü-ñ", 'q"\\'])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    slot=st.sampled_from([1, 2, 3]),
+    listener=st.sampled_from(["", "ann", "l-9", "x" * 128]),
+    country=_token,
+    genre=_token,
+    segments=st.lists(_token, max_size=4).map(tuple),
+    timezone=st.sampled_from([None, "Europe/Paris"]),
+    agent=st.text(max_size=40),
+    pod=st.integers(1, 3),
+    sample=st.sampled_from([0.1, 0.5, 1.0]),
+)
+def test_the_record_written_is_the_event_schemas_byte_for_byte(
+    slot, listener, country, genre, segments, timezone, agent, pod, sample
+):
+    """``opportunity_record`` skips the dataclass; readers must not see a difference."""
+    server = AdServer(
+        session_factory=None,  # type: ignore[arg-type]
+        ledger=MemoryLedger(),
+        signer=UrlSigner(b"decision-log-test-key", "http://testserver"),
+        clock=lambda: T0 + 0.123,
+        tracking_ttl_seconds=3600,
+    )
+    server.snapshot = Snapshot.of(42, BOOK, SLOTS)
+    request = AdRequest(
+        slot_id=slot, listener=listener, country=country or None, genre=genre or None,
+        segments=segments, timezone=timezone, user_agent=agent,
+    )  # fmt: skip
+    decisions = server.decide(request, PodRequest(max_ads=pod))
+    now = T0 + 0.123
+    written = opportunity_record(server.snapshot, request, decisions, now, sample)
+    assert written == reference_record(server.snapshot, request, decisions, now, sample)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backbeat.catalog.service import catalog_version
 from backbeat.errors import NotFound
-from backbeat.events import SCHEMA_VERSION, Event, EventType
+from backbeat.events import SCHEMA_VERSION, EventType
 from backbeat.observability import (
     DECISIONS,
     SNAPSHOT_LINE_ITEMS,
@@ -89,6 +89,50 @@ def fill_record(decision: Decision) -> bytes:
             "slot_id": decision.slot.id,
             "price_micros": decision.price_micros,
             "currency": item.currency,
+            "v": SCHEMA_VERSION,
+        }
+    )
+
+
+_OPPORTUNITY = EventType.OPPORTUNITY.value
+_UNSET = (None, (), "")
+
+
+def opportunity_record(
+    snapshot: Snapshot, request: AdRequest, decisions: list[Decision], now: float, sample: float
+) -> bytes:
+    """``Event(type=OPPORTUNITY, ...).to_bytes()`` of a decision, byte for byte, without the
+    dataclass: its fields in ``Event`` order, the same defaults. A tenth of requests write
+    one, and the dataclass round trip cost several times the decision's own walk.
+    """
+    first = decisions[0]
+    attrs = {key: value for key, value in (first.attributes or {}).items() if value not in _UNSET}
+    attrs["segments"] = list(request.segments)
+    attrs["tz"] = request.timezone
+    attrs["user_agent"] = request.user_agent
+    # The attributes let forecasting replay any targeting; ids would cost O(book).
+    attrs["targeted"] = first.targeted.bit_count()
+    attrs["catalog_version"] = snapshot.version
+    attrs["winners"] = [decision.line_item.id for decision in decisions if decision.line_item]
+    attrs["sample"] = sample
+    if request.listener:
+        attrs["sample_by"] = "listener"
+    return orjson.dumps(
+        {
+            "type": _OPPORTUNITY,
+            "ts": now,
+            "decision_id": first.id,
+            "line_item_id": None,
+            "campaign_id": None,
+            "creative_id": None,
+            "slot_id": first.slot.id,
+            "listener": request.listener,
+            "price_micros": 0,
+            "currency": "",
+            "ip": "",
+            "user_agent": "",
+            "reason": first.no_fill_reason,
+            "attrs": attrs,
             "v": SCHEMA_VERSION,
         }
     )
@@ -330,30 +374,8 @@ class AdServer:
         self, snapshot: Snapshot, request: AdRequest, decisions: list[Decision], now: float
     ) -> None:
         """The supply record forecasting reads: who asked, who could have served, who did."""
-        first = decisions[0]
-        attributes = first.attributes or {}
-        record = Event(
-            type=EventType.OPPORTUNITY,
-            ts=now,
-            decision_id=first.id,
-            slot_id=first.slot.id,
-            listener=request.listener,
-            reason=first.no_fill_reason,
-            attrs={
-                **{key: value for key, value in attributes.items() if value not in (None, (), "")},
-                "segments": list(request.segments),
-                "tz": request.timezone,
-                "user_agent": request.user_agent,
-                # The attributes let forecasting replay any targeting; ids would cost O(book).
-                "targeted": first.targeted.bit_count(),
-                "catalog_version": snapshot.version,
-                "winners": [decision.line_item.id for decision in decisions if decision.line_item],
-                "sample": self._sample,
-                **({"sample_by": "listener"} if request.listener else {}),
-            },
-        )
         assert self._decision_log is not None
-        self._decision_log(record.to_bytes())
+        self._decision_log(opportunity_record(snapshot, request, decisions, now, self._sample))
 
     # -- answers ------------------------------------------------------------------------
 
