@@ -13,7 +13,7 @@ from backbeat.catalog.vocabulary import AuctionType
 from backbeat.eventlog import EventLogReader, EventLogWriter
 from backbeat.events import Event, EventType
 from backbeat.serving.decisions import Decider
-from backbeat.serving.ledger import MemoryLedger
+from backbeat.serving.ledger import Delivery, MemoryLedger
 from backbeat.serving.reconcile import Reconciler
 from backbeat.serving.request import AdRequest
 from backbeat.serving.snapshot import CapRule, Snapshot
@@ -161,3 +161,22 @@ def test_pruning_keeps_exactly_the_cap_counters_still_needed(steps):
             }
             assert ledger.cap_counters() == len(reference)
             assert dict(ledger._caps) == reference
+
+
+def test_held_reservations_cost_the_cyclic_gc_nothing():
+    """A server holds a render window of reservations (millions when busy): once a collection
+    has seen them, the GC no longer tracks them, so full collections do not walk them."""
+    import gc
+
+    ledger = MemoryLedger(render_window_s=WINDOW)
+    item = line_item(1, cpm_micros=2 * UNIT)
+    for n in range(1000):
+        ledger.commit_spend(item, 2000, T0, decision_id=f"{n:028x}")
+        ledger.reserve(f"{n + 5000:028x}", 1, 1, 2000, T0)  # another worker's fill
+    gc.collect()
+    held = list(ledger._reserved.values())
+    assert len(held) == 2000
+    assert not any(gc.is_tracked(reservation) for reservation in held)
+    # And they still expire and release what they held.
+    assert ledger.expire(T0 + WINDOW + 1) == 2000
+    assert ledger.delivery(item, T0 + WINDOW + 1) == Delivery(0, 0, 0)

@@ -121,12 +121,11 @@ def decision_ts(decision_id: str) -> float:
         return 0.0
 
 
-@dataclass(slots=True)
-class _Reservation:
-    item_id: int
-    campaign_id: int
-    units: int
-    ts: float
+# A reservation: (line item id, campaign id, units, ts). A plain tuple of numbers on purpose:
+# the cyclic GC stops tracking those after their first collection, while a dataclass
+# instance stays tracked, and a busy server holds a render window of them (millions): every
+# full collection walked them all, a stall of hundreds of milliseconds on the event loop.
+_Reservation = tuple[int, int, int, float]
 
 
 class MemoryLedger:
@@ -278,7 +277,7 @@ class MemoryLedger:
             self._daily[(item_id, int(now // DAY))] += price_units
             self._campaign_units[campaign_id] += price_units
             if decision_id:
-                self._reserved[decision_id] = _Reservation(item_id, campaign_id, price_units, now)
+                self._reserved[decision_id] = (item_id, campaign_id, price_units, now)
                 self._reserved_count[item_id] += 1
 
     def _add(self, item_id: int, campaign_id: int, units: int, ts: float, sign: int) -> None:
@@ -300,10 +299,11 @@ class MemoryLedger:
             self._counted[decision_id] = ts
             reservation = self._reserved.pop(decision_id, None)
             if reservation is not None:  # already in spend: the reservation becomes counted
-                self._reserved_count[reservation.item_id] -= 1
+                reserved_item, _, reserved_units, _ = reservation
+                self._reserved_count[reserved_item] -= 1
                 self.rendered += 1
-                if reservation.units != units:  # never, unless the price changed in flight
-                    self._add(item_id, campaign_id, units - reservation.units, ts, 1)
+                if reserved_units != units:  # never, unless the price changed in flight
+                    self._add(item_id, campaign_id, units - reserved_units, ts, 1)
                     self._add(item_id, campaign_id, 0, ts, -1)  # the impression stays one
                 return True
             self._add(item_id, campaign_id, units, ts, 1)
@@ -322,7 +322,7 @@ class MemoryLedger:
             ):
                 return
             self._add(item_id, campaign_id, units, ts, 1)
-            self._reserved[decision_id] = _Reservation(item_id, campaign_id, units, ts)
+            self._reserved[decision_id] = (item_id, campaign_id, units, ts)
             self._reserved_count[item_id] += 1
 
     def expire(self, now: float) -> int:
@@ -332,13 +332,13 @@ class MemoryLedger:
             cutoff = now - self.render_window_s
             stale = []
             for key, held in self._reserved.items():  # oldest first (roughly: peers' arrive late)
-                if held.ts >= cutoff:
+                if held[3] >= cutoff:
                     break
                 stale.append(key)
             for key in stale:
-                held = self._reserved.pop(key)
-                self._reserved_count[held.item_id] -= 1
-                self._add(held.item_id, held.campaign_id, held.units, held.ts, -1)
+                item_id, campaign_id, units, ts = self._reserved.pop(key)
+                self._reserved_count[item_id] -= 1
+                self._add(item_id, campaign_id, units, ts, -1)
                 released += 1
             self.expired += released
             old = now - self.dedup_s
