@@ -7,7 +7,8 @@ HTTP figures need ``wrk`` (Debian package ``wrk``); the server is ``backbeat ser
 The baseline is measured in the same run: a static Starlette response of the same size
 as a ``/vast`` answer (and an empty 204 for tracking), served by uvicorn with the same
 workers, driven by the same ``wrk`` settings and request scripts; ``/vast`` prints its ratio
-to that ceiling.
+to that ceiling. Tracking is measured as pixels (one event a ``GET``) and as an ad
+inserter's batches (``POST /v1/tracking/batch``, 50 hits a request), against the pixels.
 ``/vast`` is measured a second time while a line item is edited every ``--edit-every``
 seconds (2; 0 skips it): each edit makes every worker rebuild its snapshot beside serving.
 """
@@ -35,6 +36,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -49,6 +51,7 @@ from backbeat.serving.server import AdServer  # noqa: E402
 from backbeat.signing import TrackingClaims  # noqa: E402
 from synthetic import COUNTRIES, DEVICES, GENRES, random_request_attributes, synthetic_database  # noqa: E402
 
+ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 SIGNING_KEY = "bench-signing-key-0123456789abcdef"
 
 
@@ -453,6 +456,43 @@ def edit_line_item(sessions: Callable[[], Any], item_id: int) -> bool:
         return True
 
 
+BATCH_HITS = 50
+BATCH_CONNECTIONS = 8  # a few inserter servers, each with a request or two in flight
+BATCH_LUA = """
+local bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", "/v1/tracking/batch", headers, bodies[i])
+end
+"""
+
+
+def batch_script(workdir: Path, port: int, paths: list[str]) -> Path:
+    """A wrk script posting ``BATCH_HITS`` signed impressions a request, as an ad inserter
+    does (an ``ssai`` key minted here; workers learn new keys within a poll interval)."""
+    minted = httpx.post(
+        f"http://127.0.0.1:{port}/v1/api-keys",
+        json={"role": "ssai"},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    minted.raise_for_status()
+    bodies = workdir / "batches.jsonl"
+    with bodies.open("wb") as out:
+        for start in range(0, len(paths) - BATCH_HITS + 1, BATCH_HITS):
+            hits = [
+                {"url": path, "ip": f"198.51.100.{n % 250}", "user_agent": "Overcast/2024.1"}
+                for n, path in enumerate(paths[start : start + BATCH_HITS])
+            ]
+            out.write(orjson.dumps({"hits": hits}) + b"\n")
+    script = workdir / "batch.lua"
+    script.write_text(BATCH_LUA % (bodies, minted.json()["key"]))
+    time.sleep(2.5)  # every worker reloads inserter keys each catalog poll (1 s)
+    return script
+
+
 def lua_list(values: list[str]) -> str:
     return ", ".join(f'"{value}"' for value in values)
 
@@ -477,6 +517,8 @@ def over_http(
         "BACKBEAT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "BACKBEAT_LOG_LEVEL": "WARNING",
         "BACKBEAT_RATE_LIMIT_TRACKING_PER_IP": "0",  # wrk is one address on loopback
+        "BACKBEAT_RATE_LIMIT_PER_KEY": "0",  # the inserter's batches come as fast as they can
+        "BACKBEAT_ADMIN_KEY": ADMIN_KEY,
     }
     server = start_server(env, port, workers)
     try:
@@ -504,6 +546,12 @@ def over_http(
         track = run_wrk(f"http://127.0.0.1:{port}", tracking_lua, seconds, 64, server.pid)
         time.sleep(0.5)
         after = sum(1 for _ in EventLogReader(log_dir).records())
+        batch_lua = batch_script(workdir, port, paths)
+        batch = run_wrk(
+            f"http://127.0.0.1:{port}", batch_lua, seconds, BATCH_CONNECTIONS, server.pid
+        )
+        time.sleep(0.5)
+        batched = sum(1 for _ in EventLogReader(log_dir).records()) - after
         static_port = free_port()
         static = start_static(workdir, sample.content, static_port, workers)
         try:
@@ -554,6 +602,14 @@ def over_http(
             track,
             f"fsync'd before 204; {after - before:,} events on disk, non-2xx "
             f"{track['non2xx']:.0f}; {track['rps'] / pixel_ceiling['rps']:.2f} of the 204 ceiling",
+        )
+        events_per_s = batched / seconds
+        print(
+            f"{'HTTP POST tracking batch':<25} {batch['rps']:>10,.0f} /s   p50 {batch['50%']:.2f} ms  "
+            f"p99 {batch['99%']:.2f} ms  server CPU {batch['cpu_us'] / BATCH_HITS:.0f} µs/event  "
+            f"({BATCH_HITS} hits a request, {BATCH_CONNECTIONS} connections, non-2xx {batch['non2xx']:.0f}: "
+            f"{events_per_s:,.0f} events/s on disk, fsync'd before 200; "
+            f"{events_per_s / track['rps']:.1f}x the pixels' events/s)"
         )
         print(
             f"load average after the HTTP runs: {os.getloadavg()[0]:.2f} (2 cores shared with wrk)"

@@ -94,6 +94,17 @@ def _netstrings(values: tuple[str, ...]) -> bytes:
     return "".join([f"{len(value)}:{value}" for value in values]).encode("utf-8", "surrogatepass")
 
 
+def _claims_message(
+    d: str, li: str, c: str, cr: str, s: str, p: str, cur: str, listener: str, x: str
+) -> bytes:
+    """``_netstrings`` of the nine values in ``SIGNED_FIELDS`` order, in one format (minting
+    and every pixel's check build it: the generic join costs twice as much)."""
+    return (
+        f"{len(d)}:{d}{len(li)}:{li}{len(c)}:{c}{len(cr)}:{cr}{len(s)}:{s}{len(p)}:{p}"
+        f"{len(cur)}:{cur}{len(listener)}:{listener}{len(x)}:{x}"
+    ).encode("utf-8", "surrogatepass")
+
+
 # The events the ad server mints URLs for: their signed suffix and URL start are prepared.
 TRACKING_EVENTS = (
     "impression",
@@ -200,13 +211,8 @@ class UrlSigner:
         )
         p, x = self.seal_price(decision_id, price_micros), str(expires_at)
         query = f"?d={d}&li={li}&c={c}&cr={cr}&s={s}&p={p}&cur={currency}&l={listener}&x={x}&sig="
-        # ``_netstrings`` of the nine values in ``SIGNED_FIELDS`` order, in one format.
-        message = (
-            f"{len(d)}:{d}{len(li)}:{li}{len(c)}:{c}{len(cr)}:{cr}{len(s)}:{s}{len(p)}:{p}"
-            f"{len(currency)}:{currency}{len(listener)}:{listener}{len(x)}:{x}"
-        ).encode("utf-8", "surrogatepass")
         prefix = self._mac.copy()
-        prefix.update(message)
+        prefix.update(_claims_message(d, li, c, cr, s, p, currency, listener, x))
         tags = []
         for event in events:
             mac = prefix.copy()
@@ -243,7 +249,7 @@ class UrlSigner:
         # One keyed state, fed the claims and the event together: the same bytes as
         # minting, which hashes the claims once and finishes a copy per event.
         mac = self._mac.copy()
-        mac.update(_netstrings(values) + (_SUFFIXES.get(event) or _netstrings((event,))))
+        mac.update(_claims_message(*values) + (_SUFFIXES.get(event) or _netstrings((event,))))
         expected = _b64(mac.digest()).encode()
         # Bytes, not str: compare_digest refuses non-ASCII strings, and forgers send any.
         if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):

@@ -26,6 +26,7 @@ from backbeat.api.routes import (
     keys,
     reports,
     serving,
+    tracking,
 )
 from backbeat.api.routes import forecasts as forecast_routes
 from backbeat.api.routes import promotion as promotion_routes
@@ -196,6 +197,7 @@ def create_app(
         *catalog.ROUTERS,
         keys.router,
         serving.router,
+        tracking.router,
         reports.router,
         forecast_routes.router,
         budget_allocations.router,

@@ -71,6 +71,7 @@ AUTHENTICATED_PREFIXES = (
     "/v1/slots",
     "/v1/api-keys",
     "/v1/reports",
+    "/v1/tracking",
 )
 # Long on purpose (a recount of the whole event log, bulk booking and forecasts, budget
 # optimisation): exempt from the request deadline.

@@ -187,18 +187,27 @@ class EventLogWriter:
         loop once for the whole batch (``call_soon_threadsafe``), not once per record. No
         thread future is made: this runs once per tracking pixel.
         """
-        waiter = asyncio.get_running_loop().create_future()
         if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
             payload = self._checked(payload)
+        await self._enqueue_async((payload,))
+
+    async def append_many_async(self, payloads: Iterable[bytes]) -> None:
+        """``append_async`` for records committed together (a batch of beacons): one waiter."""
+        checked = tuple(self._checked(p) for p in payloads)
+        if checked:
+            await self._enqueue_async(checked)
+
+    def _enqueue_async(self, payloads: tuple[bytes, ...]) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
         with self._cond:
             if self._closing:
                 raise EventLogClosed("event log writer is closed", directory=str(self.directory))
-            self._queue.append(_Pending((payload,), None, waiter))
-            self._queued_records += 1
+            self._queue.append(_Pending(payloads, None, waiter))
+            self._queued_records += len(payloads)
             self._urgent += 1
             if self._writer_idle or self._flush_requested or self._queued_records >= self.max_batch:
                 self._cond.notify()
-        await waiter
+        return waiter
 
     def append_nowait(self, payload: bytes) -> None:
         """Queue one record that nobody waits for (decision log, fills, rejected pixels).

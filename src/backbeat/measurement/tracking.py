@@ -8,7 +8,9 @@ writes, and nothing is acknowledged on their account.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import orjson
 
@@ -62,6 +64,16 @@ def record_bytes(
     )
 
 
+class Hit(NamedTuple):
+    """One tracking hit reported by an ad inserter: the event and query of a signed URL, and
+    the listener's device (``ip`` at most 64 characters)."""
+
+    event: str
+    params: Mapping[str, str]
+    ip: str
+    user_agent: str
+
+
 def error_code(params: Mapping[str, str]) -> str | None:
     """The player's VAST error code, when it substituted one."""
     code = str(params.get("code", ""))[:ERROR_CODE_MAX]
@@ -81,11 +93,47 @@ class Tracker:
     async def track(
         self, event: str, params: Mapping[str, str], *, ip: str, user_agent: str
     ) -> None:
+        """Record one genuine hit durably (answered once fsync'd); raise for any other."""
+        record = self._accepted(event, params, self._clock(), ip, user_agent)
+        try:
+            await self._log.append_async(record)
+        except Exception:
+            EVENTLOG_APPEND_FAILURES.inc()
+            raise
+        TALLY.count(_ACCEPTED[event])
+
+    async def track_many(self, hits: Sequence[Hit]) -> list[tuple[int, BackbeatError]]:
+        """Record the genuine hits of a batch in one fsync'd append; the refused ones (by
+        index, with why) are logged as ``rejected`` like refused pixels and returned."""
         now = self._clock()
+        records: list[bytes] = []
+        events: list[str] = []
+        refused: list[tuple[int, BackbeatError]] = []
+        for index, hit in enumerate(hits):
+            try:
+                records.append(self._accepted(hit.event, hit.params, now, hit.ip, hit.user_agent))
+                events.append(hit.event)
+            except BackbeatError as error:
+                refused.append((index, error))
+        try:
+            await self._log.append_many_async(records)
+        except Exception:
+            EVENTLOG_APPEND_FAILURES.inc(len(records))
+            raise
+        for event, count in Counter(events).items():
+            TALLY.count(_ACCEPTED[event], count)
+        return refused
+
+    def _accepted(
+        self, event: str, params: Mapping[str, str], now: float, ip: str, user_agent: str
+    ) -> bytes:
+        """The record of a genuine hit; a refused one is logged as ``rejected`` and raised."""
         if event not in TRACKABLE:
             raise NotFound(f"unknown tracking event {event!r}", reason="unknown-event")
         try:
-            claims = self._signer.verify(event, dict(params), now)
+            claims = self._signer.verify(
+                event, params if type(params) is dict else dict(params), now
+            )
         except BackbeatError as error:
             TRACKING_REJECTED.labels(error.reason).inc()
             claimed = str(params.get("d", ""))
@@ -104,9 +152,4 @@ class Tracker:
                 EVENTLOG_APPEND_FAILURES.inc()
             raise
         reason = error_code(params) if event == EventType.ERROR else None
-        try:
-            await self._log.append_async(record_bytes(event, now, claims, ip, user_agent, reason))
-        except Exception:
-            EVENTLOG_APPEND_FAILURES.inc()
-            raise
-        TALLY.count(_ACCEPTED[event])
+        return record_bytes(event, now, claims, ip, user_agent, reason)
