@@ -264,20 +264,24 @@ class UrlSigner:
 
         ``values`` are in ``SIGNED_FIELDS`` order (a tuple, not a dict: this runs per pixel).
         """
-        decision, *ids, sealed, currency, listener, expires = values
+        decision, line_item, campaign, creative, slot, sealed, currency, listener, expires = values
         well_formed = (
             _is_decision_id(decision)
-            and all(_is_number(value) and int(value) <= MAX_ID for value in ids)
+            and _is_number(line_item)
+            and _is_number(campaign)
+            and _is_number(creative)
+            and _is_number(slot)
             and _is_sealed_price(sealed)
             and _is_currency(currency)
             and is_safe_listener(listener)
             and _is_number(expires)
         )
-        # Checked to be 11 base64url characters: ``a2b_base64`` decodes them exactly.
-        price = self.open_price(decision, sealed) if well_formed else -1
-        if not well_formed or price > MAX_PRICE_MICROS:
-            raise InvalidInput("tracking URL has malformed fields", reason="malformed-tracking-url")
-        line_item, campaign, creative, slot = (int(value) for value in ids)
-        return TrackingClaims(
-            decision, line_item, campaign, creative, slot, price, currency, listener, int(expires)
-        )
+        if well_formed:
+            ids = int(line_item), int(campaign), int(creative), int(slot)
+            # Checked to be 11 base64url characters: ``a2b_base64`` decodes them exactly.
+            price = self.open_price(decision, sealed)
+            if max(ids) <= MAX_ID and price <= MAX_PRICE_MICROS:
+                return TrackingClaims(
+                    decision, *ids, price, currency, listener, int(expires)
+                )  # fmt: skip
+        raise InvalidInput("tracking URL has malformed fields", reason="malformed-tracking-url")
