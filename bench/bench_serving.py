@@ -457,7 +457,7 @@ def edit_line_item(sessions: Callable[[], Any], item_id: int) -> bool:
 
 
 BATCH_HITS = 50
-BATCH_CONNECTIONS = 8  # a few inserter servers, each with a request or two in flight
+BATCH_CONNECTIONS = 4  # a few inserter servers, a request in flight each
 BATCH_LUA = """
 local bodies = {}
 for line in io.lines("%s") do bodies[#bodies + 1] = line end
