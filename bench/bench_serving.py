@@ -30,7 +30,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -47,6 +48,7 @@ from backbeat.config import Settings  # noqa: E402
 from backbeat.eventlog import EventLogReader  # noqa: E402
 from backbeat.serving.ledger import MemoryLedger  # noqa: E402
 from backbeat.serving.request import AdRequest, PodRequest  # noqa: E402
+from backbeat.serving.seen_ids import SeenIds  # noqa: E402
 from backbeat.serving.server import AdServer  # noqa: E402
 from backbeat.signing import TrackingClaims  # noqa: E402
 from synthetic import COUNTRIES, DEVICES, GENRES, random_request_attributes, synthetic_database  # noqa: E402
@@ -210,6 +212,7 @@ def in_process(settings: Settings, slots: list[int], requests: int) -> None:
     )
     rebuild_figures(server, services)
     gc_pause_figures(server)
+    dedup_memory_figures()
     services.event_log.close()
 
 
@@ -238,6 +241,42 @@ def gc_pause_figures(server: AdServer, held: int = 1_000_000) -> None:
     print(
         f"full GC collection with {held:,} reservations held: {loaded:.2f} ms "
         f"(baseline, none held: {empty:.2f} ms; the reservations add {loaded - empty:+.2f} ms)"
+    )
+
+
+def dedup_memory_figures(counted: int = 1_000_000, days: int = 7) -> None:
+    """Memory of the ledger's counted decision ids (kept for the tracking URL lifetime) for
+    ``counted`` impressions spread over ``days``, against a dict of the same ids (baseline:
+    what the ledger held before, each id string and time its own object)."""
+    now = time.time()
+    step = days * 86400 / counted
+
+    def decisions() -> Iterator[tuple[str, float]]:
+        for n in range(counted):
+            ts = now - n * step
+            yield f"{(int(ts * 1000) << 64) | n:028x}", ts
+
+    def traced(build: Callable[[], object]) -> float:
+        tracemalloc.start()
+        held = build()
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del held
+        return size / 2**20
+
+    def seen_ids() -> SeenIds:
+        seen = SeenIds()
+        for decision_id, ts in decisions():
+            seen.add(decision_id, ts)
+        seen.forget_before(now - days * 86400, now)
+        return seen
+
+    compact = traced(seen_ids)
+    baseline = traced(lambda: dict(decisions()))
+    print(
+        f"counted ids ({counted:,} over {days} days): {compact:.1f} MiB, "
+        f"{compact * 2**20 / counted:.0f} bytes an id (baseline, a dict of them: {baseline:.1f} "
+        f"MiB, {baseline * 2**20 / counted:.0f} bytes an id; {baseline / compact:.1f}x)"
     )
 
 

@@ -27,6 +27,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from backbeat.serving.seen_ids import SeenIds
 from backbeat.serving.snapshot import CapRule, ServableLineItem
 
 DAY = 86400
@@ -162,7 +163,7 @@ class MemoryLedger:
         self._attempts: dict[int, int] = defaultdict(int)
         self._reserved: dict[str, _Reservation] = {}  # decision id -> reservation, oldest first
         self._reserved_count: dict[int, int] = defaultdict(int)
-        self._counted: dict[str, float] = {}  # decision ids already counted, oldest first
+        self._counted = SeenIds()  # decision ids already counted, while a replay could come
         self.rendered = 0
         self.expired = 0
 
@@ -292,11 +293,11 @@ class MemoryLedger:
         self, decision_id: str, item_id: int, campaign_id: int, units: int, now: float
     ) -> bool:
         """An impression read from the event log; True if it counted (first for its decision)."""
+        ts = decision_ts(decision_id) or now
         with self._lock:
-            if decision_id in self._counted:
+            if self._counted.seen(decision_id, ts):
                 return False
-            ts = decision_ts(decision_id) or now
-            self._counted[decision_id] = ts
+            self._counted.add(decision_id, ts)
             reservation = self._reserved.pop(decision_id, None)
             if reservation is not None:  # already in spend: the reservation becomes counted
                 reserved_item, _, reserved_units, _ = reservation
@@ -316,8 +317,8 @@ class MemoryLedger:
         ts = decision_ts(decision_id) or now
         with self._lock:
             if (
-                decision_id in self._counted
-                or decision_id in self._reserved
+                decision_id in self._reserved
+                or self._counted.seen(decision_id, ts)
                 or ts < now - self.render_window_s
             ):
                 return
@@ -341,14 +342,7 @@ class MemoryLedger:
                 self._add(item_id, campaign_id, units, ts, -1)
                 released += 1
             self.expired += released
-            old = now - self.dedup_s
-            forgotten = []
-            for key, ts in self._counted.items():
-                if ts >= old:
-                    break
-                forgotten.append(key)
-            for key in forgotten:
-                del self._counted[key]
+            self._counted.forget_before(now - self.dedup_s, now)
         return released
 
     def reserved(self) -> int:
