@@ -134,6 +134,9 @@ def test_past_the_deadline_management_answers_503_and_tracking_is_not_cut():
     # the event log's own wait is the tracking bound, not the management deadline
     status, _, _ = call(guard_for(Recorder(delay=0.7)), "GET", "/t/impression", {}, [])
     assert status == 200
+    # an ad inserter's batch of pixels is bounded the same way
+    batch = call(guard_for(Recorder(delay=0.7)), "POST", "/v1/tracking/batch", AUTH, [b"{}"])
+    assert batch[0] == 200
 
 
 def test_rate_limits_answer_429_with_retry_after():
