@@ -10,7 +10,8 @@ Roles:
   reserve in the campaign's currency.
 - ``ssai``: no management access; on ``/vast``, ``/t/…`` and ``POST /v1/decisions`` its
   ``X-Device-IP`` / ``X-Device-User-Agent`` headers (and the JSON ``ip``/``user_agent``)
-  name the listener's device. From any other caller those are ignored.
+  name the listener's device. From any other caller those are ignored. It (or the admin)
+  may report tracking hits in batches, each naming its device (``POST /v1/tracking/batch``).
 """
 
 from __future__ import annotations
