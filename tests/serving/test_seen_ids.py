@@ -21,10 +21,11 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(steps=steps)
-def test_answers_equal_a_plain_set_of_ids_and_hours(steps):
-    seen = SeenIds()
+@settings(max_examples=400, deadline=None)
+@given(steps=steps, seal_step=st.sampled_from([1, 2, 3, 50_000]))
+def test_answers_equal_a_plain_set_of_ids_and_hours(steps, seal_step):
+    """A small ``seal_step`` leaves hours half sealed and sets half freed between calls."""
+    seen = SeenIds(seal_step=seal_step)
     reference: set[tuple[str, int]] = set()
     now = T0
     for kind, *args in steps:
@@ -47,12 +48,22 @@ def test_answers_equal_a_plain_set_of_ids_and_hours(steps):
         assert len(seen) == len(reference)
 
 
-def test_hours_past_are_sealed_compactly_and_late_ids_still_count():
-    seen = SeenIds()
+def test_hours_past_are_sealed_compactly_a_step_a_call_and_late_ids_still_count():
+    seen = SeenIds(seal_step=1000)
     for n in range(5000):
         seen.add(f"{n:028x}", T0 + n * 0.01)
-    seen.forget_before(T0 - HOUR, T0 + 3 * HOUR)  # that hour is two hours past: sealed
-    assert not seen._open and sum(len(keys) for keys in seen._sealed.values()) == 5000
+    calls = 0
+    while calls < 10:  # that hour is two hours past: sealed, 1,000 ids a call
+        seen.forget_before(T0 - HOUR, T0 + 3 * HOUR)
+        calls += 1
+        assert seen.seen(f"{4999:028x}", T0 + 49.99) and len(seen) == 5000
+        if not seen._sealing:
+            break
+    assert calls == 5 and not seen._open
+    assert sum(len(keys) for keys in seen._sealed.values()) == 5000
+    assert not seen.settled  # the set it was copied from is released a step a call too
+    while not seen.settled:
+        seen.forget_before(T0 - HOUR, T0 + 3 * HOUR)
     assert all(keys.nbytes == 8 * len(keys) for keys in seen._sealed.values())
     assert seen.seen("0" * 24 + "0fa0", T0 + 40.0)  # id 4000, at its own hour
     late = [f"late-{n}" for n in range(3000)]  # pixels hours after their decisions

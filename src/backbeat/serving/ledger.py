@@ -342,7 +342,8 @@ class MemoryLedger:
                 self._add(item_id, campaign_id, units, ts, -1)
                 released += 1
             self.expired += released
-            self._counted.forget_before(now - self.dedup_s, now)
+        # Outside the lock decisions take: a step of sealing or releasing old hours of ids.
+        self._counted.forget_before(now - self.dedup_s, now)
         return released
 
     def reserved(self) -> int:
