@@ -72,3 +72,22 @@ def test_hours_past_are_sealed_compactly_a_step_a_call_and_late_ids_still_count(
     seen.forget_before(T0 - HOUR, T0 + 3 * HOUR)  # enough of them: merged into the array
     assert not seen._late and all(seen.seen(decision_id, T0 + 1.0) for decision_id in late)
     assert len(seen) == 8000 and not seen.seen("never", T0 + 1.0)
+
+
+def test_a_restart_seals_a_week_of_hours_within_one_budget_per_call():
+    """After reading a week of log at start, every past hour is sealing at once: each call
+    still copies at most its budget of ids, oldest hours first, and answers stay exact."""
+    seen = SeenIds(seal_step=50)
+    added = [(f"{hour:08x}{n:020x}", T0 + hour * HOUR + n) for hour in range(20) for n in range(30)]
+    for decision_id, ts in added:
+        seen.add(decision_id, ts)
+    now = T0 + 21 * HOUR
+    copied_before = 0
+    while not seen.settled or seen._open:
+        seen.forget_before(T0 - HOUR, now)
+        copied = sum(len(sealing.done) for sealing in seen._sealing.values())
+        copied += sum(len(keys) for keys in seen._sealed.values())
+        assert copied - copied_before <= 50
+        copied_before = copied
+        assert all(seen.seen(decision_id, ts) for decision_id, ts in added[::7])
+    assert len(seen._sealed) == 20 and len(seen) == 600

@@ -121,12 +121,20 @@ class SeenIds:
         for hour in [hour for hour in self._open if hour < current - 1]:
             keys = self._open.pop(hour)
             self._sealing[hour] = _Sealing(keys, iter(keys))
+        # One budget for all sealing hours, oldest first (after a restart, a week of hours
+        # is sealing at once): at least ``seal_step`` ids, all of them within ~600 ticks.
+        left = sum(len(sealing.keys) - len(sealing.done) for sealing in self._sealing.values())
+        budget = max(self.seal_step, left // 600)
         copied = []
-        for hour, sealing in self._sealing.items():
-            step = max(self.seal_step, len(sealing.keys) // 600)
+        for hour in sorted(self._sealing):
+            sealing = self._sealing[hour]
+            step = min(budget, len(sealing.keys) - len(sealing.done))
             sealing.done.extend(islice(sealing.left, step))
+            budget -= step
             if len(sealing.done) == len(sealing.keys):
                 copied.append((hour, np.frombuffer(sealing.done, dtype=np.int64).copy()))
+            if not budget:
+                break
         return copied
 
     def _merge_late(self) -> None:
