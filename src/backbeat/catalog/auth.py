@@ -68,11 +68,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def is_admin_key(key: str | None, admin_key: str | None) -> bool:
+    """Whether ``key`` is the configured admin key, compared in constant time (no database)."""
+    return bool(key and admin_key and hmac.compare_digest(hash_key(key), hash_key(admin_key)))
+
+
 def authenticate(*, session: Session, key: str | None, admin_key: str | None) -> Principal:
     """Resolve a bearer key; the admin key is compared in constant time."""
     if not key:
         raise Unauthenticated("send `Authorization: Bearer <key>`", reason="missing-api-key")
-    if admin_key and hmac.compare_digest(hash_key(key), hash_key(admin_key)):
+    if is_admin_key(key, admin_key):
         return ADMIN
     row = session.execute(
         select(ApiKey.advertiser_id, ApiKey.role).where(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from backbeat.api.deps import ServicesDep, bearer_key
+from backbeat.catalog.auth import is_admin_key
 from backbeat.errors import InvalidInput
 from backbeat.serving.decisions import listener_key
 from backbeat.serving.request import AdRequest, PodRequest, zone
@@ -186,9 +186,5 @@ async def decisions(
     ad_request = build_request(headers, peer, fields, trusted=trusted)
     decisions = await services.ad_server.decide_async(ad_request, body.pod())
     # The clearing price is for the platform only, as in the (encrypted) tracking URLs.
-    admin_key = services.settings.admin_key
-    caller = bearer_key(request)
-    is_admin = bool(
-        admin_key and caller and hmac.compare_digest(caller.encode(), admin_key.encode())
-    )
+    is_admin = is_admin_key(bearer_key(request), services.settings.admin_key)
     return services.ad_server.as_json(decisions, include_price=is_admin)
