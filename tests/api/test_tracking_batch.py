@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -125,3 +126,35 @@ def test_only_inserter_and_admin_keys_may_report_and_bad_batches_change_nothing(
         assert client.post(BATCH, json=bad, headers=key).status_code == 422
     assert len(log_records(client)) == before  # nothing was recorded, not even as rejected
     assert client.post(BATCH, json=body, headers=ADMIN).json() == {"accepted": 1, "refused": []}
+
+
+def test_a_workers_own_impressions_count_in_its_ledger_once_without_reading_them_back(client):
+    """The server skips its own log segments when reconciling: the tracker hands each durable
+    impression (pixel or batch) to the ledger, which counts a decision once however often
+    its pixel fires; reconciling afterwards neither adds nor loses any of them."""
+    booked = book_servable(client)
+    key = inserter_key(client)
+    services = client.app.state.services
+    ledger = services.ad_server.decider.ledger
+    served = [decide(client, booked["slot"]["id"], f"listener-{n}")["tracking"] for n in range(3)]
+    assert (ledger.rendered, ledger.reserved()) == (0, 3)
+    assert fire(client, served[0]["impression"]).status_code == 204
+    assert fire(client, served[0]["impression"]).status_code == 204  # a replayed pixel
+    hits = [{"url": served[1]["impression"]}, {"url": served[1]["impression"]},
+            {"url": served[2]["start"]}]  # fmt: skip
+    response = client.post(BATCH, json={"hits": hits}, headers=key)
+    assert response.json() == {"accepted": 3, "refused": []}
+    # Counted at acknowledgement, before any reconciliation: two decisions rendered.
+    assert (ledger.rendered, ledger.reserved()) == (2, 1)
+    services.event_log.flush()
+    services.ad_server.housekeeping()
+    assert (ledger.rendered, ledger.reserved()) == (2, 1)
+    [item] = [
+        i for i in services.ad_server.snapshot.line_items if i.id == booked["line_item"]["id"]
+    ]
+    impressions = [r for r in log_records(client) if r["type"] == "impression"]
+    assert len(impressions) == 4
+    # Spend: what the three decisions reserved (one still live, within its render window).
+    prices = {r["decision_id"]: r["price_micros"] for r in impressions}
+    assert len(prices) == 2
+    assert ledger.delivery(item, time.time()).spend_units == 3 * next(iter(prices.values()))

@@ -17,6 +17,7 @@ from backbeat.serving.ledger import Delivery, MemoryLedger
 from backbeat.serving.reconcile import Reconciler
 from backbeat.serving.request import AdRequest
 from backbeat.serving.snapshot import CapRule, Snapshot
+from backbeat.signing import TrackingClaims
 
 WINDOW = 60.0
 
@@ -66,17 +67,18 @@ def test_n_impressions_of_budget_end_as_n_counted_across_a_restart(tmp_path):
     assert ledger.expired > 0.15 * (ledger.expired + ledger.rendered)
 
 
-def test_skipping_own_fills_leaves_the_ledger_as_reading_them_does(tmp_path):
-    """A worker's own ``fill`` records are already reservations in its ledger: skipped
-    unparsed, the ledger ends the same as one that reads and deduplicates them."""
+def test_skipping_own_segments_leaves_the_ledger_as_reading_them_does(tmp_path):
+    """A worker never reads its own segments: its fills are reservations from decision time
+    and its impressions are handed over once durable (``count_acknowledged``). Its ledger
+    ends the same as one that reads every record back, replayed pixels and all."""
     price = 10 * UNIT
     item = line_item(1, cpm_micros=price, budget_micros=1000 * price)
     own, peer = EventLogWriter(tmp_path), EventLogWriter(tmp_path)
     skipping, reading = MemoryLedger(render_window_s=WINDOW), MemoryLedger(render_window_s=WINDOW)
     skipper, reader = Reconciler(skipping, tmp_path), Reconciler(reading, tmp_path)
-    skipper.skip_own_fills(own.writer_id)
+    skipper.skip_own_segments(own.writer_id)
     rng, now = random.Random(5), T0
-    for n in range(60):
+    for n in range(80):
         mine = rng.random() < 0.5
         decision_id = f"{int(now * 1000):012x}{n:016x}"
         if mine:  # decided here: both ledgers hold the reservation made at decision time
@@ -86,11 +88,17 @@ def test_skipping_own_fills_leaves_the_ledger_as_reading_them_does(tmp_path):
         writer.append(Event(type=EventType.FILL, ts=now, decision_id=decision_id, line_item_id=1,
                             campaign_id=item.campaign_id, price_micros=price,
                             currency="USD").to_bytes())  # fmt: skip
-        if rng.random() < 0.6:
-            (own if rng.random() < 0.5 else peer).append(
-                Event(type=EventType.IMPRESSION, ts=now, decision_id=decision_id, line_item_id=1,
-                      campaign_id=item.campaign_id, price_micros=price,
-                      currency="USD").to_bytes())  # fmt: skip
+        for _ in range(rng.choice((0, 0, 1, 1, 2))):  # it plays, maybe with a replayed pixel
+            impression = Event(type=EventType.IMPRESSION, ts=now, decision_id=decision_id,
+                               line_item_id=1, campaign_id=item.campaign_id, price_micros=price,
+                               currency="USD")  # fmt: skip
+            if rng.random() < 0.5:  # tracked here: durable, then handed to the ledger
+                own.append(impression.to_bytes()).result()
+                claims = TrackingClaims(decision_id, 1, item.campaign_id, 1, 1, price, "USD",
+                                        "l", int(now) + 3600)  # fmt: skip
+                skipper.count_acknowledged([claims], now)
+            else:
+                peer.append(impression.to_bytes())
         if n % 7 == 0:
             own.flush(), peer.flush()
             for reconciler in (skipper, reader):
@@ -109,6 +117,24 @@ def test_skipping_own_fills_leaves_the_ledger_as_reading_them_does(tmp_path):
         if (event := Event.from_bytes(record.payload)).type == EventType.IMPRESSION
     }
     assert skipping.delivery(item, now).spend_units == len(impressions) * price
+    assert impressions  # the run had deliveries to count
+
+
+def test_a_skipped_segment_is_never_read(tmp_path):
+    """Skipping is by segment name: another writer's records still come through, whole."""
+    own, peer = EventLogWriter(tmp_path), EventLogWriter(tmp_path)
+    for n in range(5):
+        own.append(f"own {n}".encode())
+        peer.append(f"peer {n}".encode())
+    own.flush(), peer.flush()
+    reader = EventLogReader(tmp_path)
+    reader.skip_segments(own.writer_id + "-")
+    assert [record.payload for record in reader.records()] == [
+        f"peer {n}".encode() for n in range(5)
+    ]
+    everything = sorted(record.payload for record in EventLogReader(tmp_path).records())
+    assert everything == sorted(f"{who} {n}".encode() for who in ("own", "peer") for n in range(5))
+    own.close(), peer.close()
 
 
 _WINDOWS = (60, 3600, 86400, None)

@@ -90,8 +90,12 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
     reconciler.run(clock())
     # No linger: batches form by themselves while the previous fsync runs.
     event_log = EventLogWriter(Path(settings.resolved_event_log_dir), max_delay_s=0.0)
+    on_impressions = None
     if isinstance(reconciler, Reconciler):
-        reconciler.skip_own_fills(event_log.writer_id)
+        # Each worker reads only the other workers' records: it knows its own fills, and
+        # its tracker hands it its own impressions once they are durable.
+        reconciler.skip_own_segments(event_log.writer_id)
+        on_impressions = reconciler.count_acknowledged
     if settings.kafka_bootstrap:
         # Tracking and decision-log records are also published, after the local fsync.
         from backbeat.measurement.kafka import KafkaPublisher, PublishingEventLog
@@ -112,7 +116,7 @@ def build_services(settings: Settings, clock: Callable[[], float]) -> Services:
         pacing=PacingController(plan_source=PlanFile(settings.resolved_allocation_plan_path)),
     )
     ad_server.refresh(force=True)
-    tracker = Tracker(signer=signer, log=event_log, clock=clock)
+    tracker = Tracker(signer=signer, log=event_log, clock=clock, on_impressions=on_impressions)
     services = Services(settings, engine, sessions, event_log, ad_server, tracker)
     with sessions() as session:
         services.inserters.refresh(session)

@@ -125,6 +125,12 @@ class EventLogReader:
         self._damaged_bytes = 0
         self._damage: list[Damage] = []
         self._torn: dict[str, int] = {}
+        self._skipped_prefix: str | None = None
+
+    def skip_segments(self, prefix: str) -> None:
+        """Never read segments whose names start with ``prefix``: a live writer's own, when
+        its process already knows every record it wrote (no framing, no parsing)."""
+        self._skipped_prefix = prefix
 
     @property
     def damage(self) -> list[Damage]:
@@ -164,7 +170,10 @@ class EventLogReader:
     def records(self) -> Iterator[LogRecord]:
         """Yield records not read yet; call again later to pick up what was appended since."""
         self._pending_bytes = 0
+        skipped = self._skipped_prefix
         for name in self.segments():
+            if skipped is not None and name.startswith(skipped):
+                continue
             start = self._offsets.get(name, 0)
             try:
                 f = open(self.directory / name, "rb")  # noqa: SIM115 - closed below

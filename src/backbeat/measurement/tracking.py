@@ -2,7 +2,9 @@
 
 A genuine hit waits for its fsync'd batch. A refused one (forged, expired, malformed) is
 logged as ``rejected`` without waiting: forged pixels must not buy an attacker durable
-writes, and nothing is acknowledged on their account.
+writes, and nothing is acknowledged on their account. Durable impressions are handed to
+``on_impressions`` (the server's budget ledger counts them there rather than reading
+its own records back from the log).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from backbeat.observability import (
     TALLY,
     TRACKING_EVENTS,
     TRACKING_REJECTED,
+    log,
 )
 from backbeat.signing import TrackingClaims, UrlSigner
 
@@ -32,6 +35,8 @@ ERROR_CODE_MAX = 16
 _ERROR_CODE = re.compile(r"[0-9]{1,4}")
 _DECISION_ID = re.compile(r"[0-9a-f]{1,32}")
 _ACCEPTED = {event: TRACKING_EVENTS.labels(event) for event in TRACKABLE}
+_IMPRESSION = EventType.IMPRESSION.value
+ImpressionSink = Callable[[list[TrackingClaims], float], object]
 
 
 def record_bytes(
@@ -84,23 +89,32 @@ class Tracker:
     """Turns tracking hits into events; a rejected hit is logged as ``rejected``, never as delivery."""
 
     def __init__(
-        self, *, signer: UrlSigner, log: EventLogWriter, clock: Callable[[], float]
+        self,
+        *,
+        signer: UrlSigner,
+        log: EventLogWriter,
+        clock: Callable[[], float],
+        on_impressions: ImpressionSink | None = None,
     ) -> None:
         self._signer = signer
         self._log = log
         self._clock = clock
+        self._on_impressions = on_impressions
 
     async def track(
         self, event: str, params: Mapping[str, str], *, ip: str, user_agent: str
     ) -> None:
         """Record one genuine hit durably (answered once fsync'd); raise for any other."""
-        record = self._accepted(event, params, self._clock(), ip, user_agent)
+        now = self._clock()
+        record, claims = self._accepted(event, params, now, ip, user_agent)
         try:
             await self._log.append_async(record)
         except Exception:
             EVENTLOG_APPEND_FAILURES.inc()
             raise
         TALLY.count(_ACCEPTED[event])
+        if event == _IMPRESSION and self._on_impressions is not None:
+            self._hand_over([claims], now)
 
     async def track_many(self, hits: Sequence[Hit]) -> list[tuple[int, BackbeatError]]:
         """Record the genuine hits of a batch in one fsync'd append; the refused ones (by
@@ -108,13 +122,18 @@ class Tracker:
         now = self._clock()
         records: list[bytes] = []
         events: list[str] = []
+        impressions: list[TrackingClaims] = []
         refused: list[tuple[int, BackbeatError]] = []
         for index, hit in enumerate(hits):
             try:
-                records.append(self._accepted(hit.event, hit.params, now, hit.ip, hit.user_agent))
-                events.append(hit.event)
+                record, claims = self._accepted(hit.event, hit.params, now, hit.ip, hit.user_agent)
             except BackbeatError as error:
                 refused.append((index, error))
+                continue
+            records.append(record)
+            events.append(hit.event)
+            if hit.event == _IMPRESSION:
+                impressions.append(claims)
         try:
             await self._log.append_many_async(records)
         except Exception:
@@ -122,12 +141,23 @@ class Tracker:
             raise
         for event, count in Counter(events).items():
             TALLY.count(_ACCEPTED[event], count)
+        if impressions and self._on_impressions is not None:
+            self._hand_over(impressions, now)
         return refused
+
+    def _hand_over(self, impressions: list[TrackingClaims], now: float) -> None:
+        """Durable already: a failing receiver is logged, the hit is still acknowledged."""
+        assert self._on_impressions is not None
+        try:
+            self._on_impressions(impressions, now)
+        except Exception:
+            log.exception("durable impressions not handed over", count=len(impressions))
 
     def _accepted(
         self, event: str, params: Mapping[str, str], now: float, ip: str, user_agent: str
-    ) -> bytes:
-        """The record of a genuine hit; a refused one is logged as ``rejected`` and raised."""
+    ) -> tuple[bytes, TrackingClaims]:
+        """The record and claims of a genuine hit; a refused one is logged as ``rejected``
+        and raised."""
         if event not in TRACKABLE:
             raise NotFound(f"unknown tracking event {event!r}", reason="unknown-event")
         try:
@@ -152,4 +182,4 @@ class Tracker:
                 EVENTLOG_APPEND_FAILURES.inc()
             raise
         reason = error_code(params) if event == EventType.ERROR else None
-        return record_bytes(event, now, claims, ip, user_agent, reason)
+        return record_bytes(event, now, claims, ip, user_agent, reason), claims

@@ -204,6 +204,7 @@ class PromotionScorer:
         self.event_log_dir = event_log_dir
         self._tail: EventLogReader | None = None
         self._recorded: set[tuple[str, str]] = set()
+        self._own_segments: str | None = None
 
     # --- background refresh ------------------------------------------------------------
 
@@ -311,11 +312,22 @@ class PromotionScorer:
     def spent(self, campaign_id: int) -> float:
         return self.counted_spend.get(campaign_id, 0.0) + self.live_spend.get(campaign_id, 0.0)
 
+    def skip_own_segments(self, writer_id: str) -> None:
+        """Never tail this process's own segments (named after ``writer_id``): what it
+        appends there it ``record``s first, so only other replicas' records are scanned."""
+        with self._lock:
+            self._own_segments = writer_id + "-"
+            self._recorded.clear()
+        if self._tail is not None:
+            self._tail.skip_segments(self._own_segments)
+
     def _refresh_feedback(self, _force: bool) -> None:
         if self.event_log_dir is None or not Path(self.event_log_dir).exists():
             return
         if self._tail is None:
             self._tail = EventLogReader(Path(self.event_log_dir))
+            if self._own_segments is not None:
+                self._tail.skip_segments(self._own_segments)
         seen = []
         for record in yielding(self._tail.records()):
             if b"promotion" not in record.payload:
@@ -333,8 +345,9 @@ class PromotionScorer:
     def record(self, events: Iterable[Event]) -> None:
         """Tally reported exposures (caps) and their cost (pacing) until the next count."""
         events = list(events)
-        with self._lock:
-            self._recorded.update((event.type, event.decision_id) for event in events)
+        if self._own_segments is None:  # they will be read back from the log: skip them once
+            with self._lock:
+                self._recorded.update((event.type, event.decision_id) for event in events)
         self._apply(events)
 
     def _apply(self, events: Iterable[Event]) -> None:

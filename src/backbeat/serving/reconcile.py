@@ -7,10 +7,15 @@ window without an impression is a live reservation, so a restarted server never 
 again what it spent before. Afterwards the same reader picks up only new records, on the
 server's housekeeping tick: impressions turn reservations into counted spend (and bring
 in other workers' deliveries), and reservations past the render window are released.
+
+A server skips its own segments (``skip_own_segments``): its fills are reservations from
+the moment it decides, and its tracker hands over each impression once it is durable
+(``count_acknowledged``), so every worker parses only the other workers' records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import orjson
 from backbeat.eventlog import EventLogReader, yielding
 from backbeat.events import EventType, record_prefix
 from backbeat.serving.ledger import MemoryLedger
+from backbeat.signing import TrackingClaims
 
 _IMPRESSION = record_prefix(EventType.IMPRESSION)
 _FILL = record_prefix(EventType.FILL)
@@ -38,17 +44,32 @@ class Reconciler:
     def __init__(self, ledger: MemoryLedger, directory: Path) -> None:
         self.ledger = ledger
         self._reader = EventLogReader(Path(directory))
-        self._own_segments: str | None = None
 
-    def skip_own_fills(self, writer_id: str) -> None:
-        """This process's own ``fill`` records (segments named after ``writer_id``) are
-        already reservations in its ledger (``commit_spend``): skip them unparsed."""
-        self._own_segments = writer_id + "-"
+    def skip_own_segments(self, writer_id: str) -> None:
+        """Never read this process's own segments (named after ``writer_id``): its fills are
+        reservations already (``commit_spend``) and its tracker counts its impressions as
+        they become durable (``count_acknowledged``). Reading them back cost each worker a
+        parse of every record the server wrote, its own included."""
+        self._reader.skip_segments(writer_id + "-")
+
+    def count_acknowledged(self, impressions: Iterable[TrackingClaims], now: float) -> int:
+        """Impressions this process has just appended durably, counted as reading them back
+        from the log would count them (once per decision, at the signed price)."""
+        counted = 0
+        for claims in impressions:
+            if claims.line_item_id and claims.decision_id:
+                counted += self.ledger.count_impression(
+                    claims.decision_id,
+                    claims.line_item_id,
+                    claims.campaign_id,
+                    claims.price_micros,
+                    now,
+                )
+        return counted
 
     def run(self, now: float) -> ReconcileRun:
         """Read what is new in the log; then release reservations past the render window."""
         records = impressions = reservations = 0
-        own = self._own_segments
         for record in yielding(self._reader.records()):
             records += 1
             payload = record.payload
@@ -65,8 +86,6 @@ class Reconciler:
                         now,
                     )
             elif payload.startswith(_FILL):
-                if own is not None and record.segment.startswith(own):
-                    continue
                 event = orjson.loads(payload)
                 reservations += 1
                 self.ledger.reserve(

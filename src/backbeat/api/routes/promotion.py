@@ -54,6 +54,7 @@ async def promotion_lifespan(app: FastAPI) -> AsyncIterator[None]:
         store=make_store(services.sessions, settings.redis_url),
         event_log_dir=settings.resolved_event_log_dir,
     )
+    scorer.skip_own_segments(services.event_log.writer_id)
     await asyncio.to_thread(scorer.refresh, force=True)
     app.state.promotion = scorer
     stop = threading.Event()
