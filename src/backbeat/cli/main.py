@@ -108,17 +108,27 @@ def serve(settings: Settings, host: str, port: int, workers: int, plan_every: fl
 def _run_server(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    uvicorn.run(
-        "backbeat.api.asgi:app",
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        timeout_keep_alive=settings.keep_alive_seconds,  # idle connections are not held
-        h11_max_incomplete_event_size=16 * 1024,  # request line and headers at most 16 KiB
-    )
+    from backbeat.api.supervisor import APP, PortInUse, Supervisor
+
+    options = {
+        "log_level": "warning",
+        "access_log": False,
+        "proxy_headers": False,
+        "timeout_keep_alive": settings.keep_alive_seconds,  # idle connections are not held
+        "h11_max_incomplete_event_size": 16 * 1024,  # request line and headers at most 16 KiB
+    }
+    if workers == 1:
+        uvicorn.run(APP, host=host, port=port, **options)
+        return
+    # Several workers: a listening socket each (SO_REUSEPORT), so the kernel spreads kept-alive
+    # connections over them; uvicorn's shared socket lets one idle worker take them all.
+    try:
+        supervisor = Supervisor(host, port, workers, options)
+    except PortInUse as error:
+        raise click.ClickException(str(error)) from None
+    status = supervisor.run()
+    if status:
+        raise SystemExit(status)
 
 
 @cli.command()
