@@ -1,7 +1,7 @@
 """Tracking ingestion at fixed offered rates (open loop): durable events/s, latency, none lost.
 
 Usage: ``.venv/bin/python bench/bench_ingest.py [--rates 10000,20000,30000] [--seconds 10]
-[--hits 50] [--connections 16] [--workers 2]``.
+[--hits 50] [--connections 64] [--workers 2]``.
 
 Ad inserters report their listeners' tracking hits in batches (``POST /v1/tracking/batch``),
 on their own schedule: the next batch is due whether or not the last one was answered. So
@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--rates", default="10000,20000,30000", help="events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate")
     parser.add_argument("--hits", type=int, default=50, help="hits per batch")
-    parser.add_argument("--connections", type=int, default=16, help="kept-alive connections")
+    parser.add_argument("--connections", type=int, default=64, help="kept-alive connections")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     rates = [int(rate) for rate in args.rates.split(",")]
