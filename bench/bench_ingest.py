@@ -16,8 +16,11 @@ Hits are shaped like real ones: each served ad's impression, start, quartiles an
 podcast-app user agents and distinct addresses; every decision id is new.
 
 The baseline runs in the same process at the same rates: the same batches, posted to a
-static Starlette app under the same uvicorn and workers that reads each body and answers a
-constant ``200`` (what receiving such a request costs, with nothing judged or stored).
+static Starlette app under uvicorn with the same workers that reads each body and answers a
+constant ``200`` (what receiving such a request costs, with nothing judged or stored). Both
+servers are also asked how kept-alive connections opened together spread over their
+workers: uvicorn's supervisor shares one listening socket, ``backbeat serve`` gives each
+worker its own (``SO_REUSEPORT``); ``ss`` names the worker holding each connection.
 
 At the end the event log is read back: every hit of every answered batch must be in it
 (``lost``, goal 0). Peak memory is printed for the server's processes and this client.
@@ -29,11 +32,13 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -255,6 +260,38 @@ def start_static(workdir: Path, port: int, workers: int, hits: int) -> subproces
     raise RuntimeError("static server did not start")
 
 
+async def _open_together(port: int, count: int) -> list[asyncio.StreamWriter]:
+    pairs = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", port) for _ in range(count))
+    )
+    for _, writer in pairs:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+    await asyncio.gather(*(reader.read(1) for reader, _ in pairs))  # each was accepted
+    return [writer for _, writer in pairs]
+
+
+def busiest_shares(port: int, count: int, rounds: int) -> list[int]:
+    """Open ``count`` connections together, ``rounds`` times: how many the busiest worker
+    accepted each time (``ss`` names the process holding each connection)."""
+    found = []
+    for _ in range(rounds):
+
+        async def once() -> int:
+            writers = await _open_together(port, count)
+            listing = subprocess.run(
+                ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            for writer in writers:
+                writer.close()
+            held = Counter(re.findall(r"pid=(\d+)", listing))
+            return max(held.values(), default=0)
+
+        found.append(uvloop.run(once()))
+        time.sleep(0.3)
+    return found
+
+
 def line(label: str, rate: int, result: dict[str, float]) -> str:
     return (
         f"{label:9} offered {rate:>7,}/s  durable {result['eps']:>8,.0f}/s  "
@@ -324,7 +361,10 @@ def main() -> None:
         total_hits = sum(int(rate * args.seconds) for rate in rates)
         print(f"signed {total_hits:,} hits in {time.perf_counter() - built:.1f} s (not timed)")
         static = start_static(workdir, static_port, args.workers, args.hits)
+        spread: dict[str, dict[int, list[int]]] = {"baseline": {}, "backbeat": {}}
         try:
+            for count in (4, 16):
+                spread["baseline"][count] = busiest_shares(static_port, count, 5)
             for rate in rates:
                 uvloop.run(drive(f"http://127.0.0.1:{static_port}", "-", plans[rate][:50],
                                   200.0, args.connections))  # fmt: skip
@@ -345,6 +385,15 @@ def main() -> None:
             minted.raise_for_status()
             key = minted.json()["key"]
             time.sleep(2.5)  # every worker reloads inserter keys each catalog poll (1 s)
+            for count in (4, 16):
+                spread["backbeat"][count] = busiest_shares(port, count, 5)
+            for count in (4, 16):
+                print(
+                    f"{count} connections opened together, 5 times, connections on the busiest "
+                    f"of {args.workers} workers: baseline (uvicorn, one shared socket) "
+                    f"{spread['baseline'][count]}, backbeat (a socket per worker) "
+                    f"{spread['backbeat'][count]}"
+                )
             for rate in rates:
                 result = measure(f"http://127.0.0.1:{port}", key, plans[rate], rate, args,
                                  server.pid)  # fmt: skip
