@@ -71,3 +71,25 @@ def test_health_metrics_and_openapi(client):
         schemas["CampaignCreate"]["properties"]
     )
     assert "targeting" in schemas["LineItemCreate"]["properties"]
+
+
+def test_readiness_is_a_problem_naming_what_is_down(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert {name: check["status"] for name, check in ready.json()["checks"].items()} == {
+        "database": "up",
+        "event_log": "up",
+    }
+    client.app.state.services.event_log.close()  # the writer thread stops: no durable appends
+    down = client.get("/readyz")
+    assert down.status_code == 503
+    assert down.headers["content-type"] == "application/problem+json"
+    body = down.json()
+    assert (body["status"], body["reason"], body["detail"]) == (503, "not-ready", "down: event_log")
+    assert body["checks"]["event_log"] == {
+        "status": "down",
+        "seconds": body["checks"]["event_log"]["seconds"],
+        "error": "RuntimeError",
+    }
+    assert body["checks"]["database"]["status"] == "up"

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from backbeat.api.deps import Services, ServicesDep
+from backbeat.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 from backbeat.observability import render_metrics
 
 router = APIRouter(tags=["operations"])
@@ -105,10 +106,14 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             strict=True,
         )
     )
-    ready = all(result["status"] == "up" for result in results.values())
+    if all(result["status"] == "up" for result in results.values()):
+        return JSONResponse({"status": "ready", "checks": results})
+    # A problem like every other error answer (as documented), with the checks as a member.
+    down = ", ".join(name for name, result in results.items() if result["status"] != "up")
     return JSONResponse(
-        {"status": "ready" if ready else "not-ready", "checks": results},
-        status_code=200 if ready else 503,
+        problem_body(503, "Not ready", "not-ready", f"down: {down}", "/readyz", checks=results),
+        status_code=503,
+        media_type=PROBLEM_MEDIA_TYPE,
     )
 
 
