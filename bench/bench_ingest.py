@@ -1,7 +1,7 @@
 """Tracking ingestion at fixed offered rates (open loop): durable events/s, latency, none lost.
 
 Usage: ``.venv/bin/python bench/bench_ingest.py [--rates 10000,20000,30000] [--seconds 10]
-[--hits 50] [--connections 64] [--workers 2]``.
+[--warmup 5] [--hits 50] [--connections 64] [--workers 2]``.
 
 Ad inserters report their listeners' tracking hits in batches (``POST /v1/tracking/batch``),
 on their own schedule: the next batch is due whether or not the last one was answered. So
@@ -324,6 +324,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", default="10000,20000,30000", help="events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds, unreported")
     parser.add_argument("--hits", type=int, default=50, help="hits per batch")
     parser.add_argument("--connections", type=int, default=64, help="kept-alive connections")
     parser.add_argument("--workers", type=int, default=2)
@@ -332,7 +333,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"{args.hits} hits a batch, open loop, round-robin over {args.connections} connections, "
-        f"{args.seconds:g} s per rate, {args.workers} workers; latency from each batch's due time"
+        f"{args.seconds:g} s per rate after {args.warmup:g} s of warm-up, {args.workers} workers; "
+        "latency from each batch's due time"
     )
     with tempfile.TemporaryDirectory(prefix="backbeat-ingest-") as tmp:
         workdir = Path(tmp)
@@ -358,16 +360,21 @@ def main() -> None:
             rate: batches_of(hit_stream(signer, int(rate * args.seconds), rng), args.hits)
             for rate in rates
         }
-        total_hits = sum(int(rate * args.seconds) for rate in rates)
+        # Unreported warm-up for each server at the first rate: connections, first calls,
+        # the heap (a server in production has been running).
+        warmup = batches_of(hit_stream(signer, int(rates[0] * args.warmup), rng), args.hits)
+        total_hits = sum(int(rate * args.seconds) for rate in rates) + 2 * int(
+            rates[0] * args.warmup
+        )
         print(f"signed {total_hits:,} hits in {time.perf_counter() - built:.1f} s (not timed)")
         static = start_static(workdir, static_port, args.workers, args.hits)
         spread: dict[str, dict[int, list[int]]] = {"baseline": {}, "backbeat": {}}
         try:
             for count in (4, 16):
                 spread["baseline"][count] = busiest_shares(static_port, count, 5)
+            uvloop.run(drive(f"http://127.0.0.1:{static_port}", "-", warmup,
+                             rates[0] / args.hits, args.connections))  # fmt: skip
             for rate in rates:
-                uvloop.run(drive(f"http://127.0.0.1:{static_port}", "-", plans[rate][:50],
-                                  200.0, args.connections))  # fmt: skip
                 result = measure(f"http://127.0.0.1:{static_port}", "-", plans[rate], rate, args,
                                  static.pid)  # fmt: skip
                 print(line("baseline", rate, result), flush=True)
@@ -394,6 +401,9 @@ def main() -> None:
                     f"{spread['baseline'][count]}, backbeat (a socket per worker) "
                     f"{spread['backbeat'][count]}"
                 )
+            warm = uvloop.run(drive(f"http://127.0.0.1:{port}", key, warmup,
+                                    rates[0] / args.hits, args.connections))  # fmt: skip
+            accepted += int(warm["accepted"])
             for rate in rates:
                 result = measure(f"http://127.0.0.1:{port}", key, plans[rate], rate, args,
                                  server.pid)  # fmt: skip
