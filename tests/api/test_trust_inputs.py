@@ -186,6 +186,12 @@ def test_a_wrong_method_is_405_with_allow(client):
     item = client.put("/v1/line-items/1", headers=ADMIN)
     assert set(item.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PATCH"}
     assert response.json()["reason"] == "method-not-allowed"
+    # ``bulk`` is a path of its own, not a line item id: its other methods are 405 too
+    for method in ("GET", "PATCH", "PUT", "DELETE"):
+        bulk = client.request(method, "/v1/line-items/bulk", headers=ADMIN)
+        assert bulk.status_code == 405, (method, bulk.text)
+        assert bulk.headers["allow"] == "POST"
+        assert bulk.json()["reason"] == "method-not-allowed"
 
 
 def test_problems_carry_the_request_id_and_no_internals(client):

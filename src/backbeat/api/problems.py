@@ -119,7 +119,10 @@ def allowed_methods(request: Request) -> str:
     route's, and FastAPI keeps included routers opaque)."""
     path = request.url.path
     methods: set[str] = set()
-    for template, item in request.app.openapi().get("paths", {}).items():
+    paths = request.app.openapi().get("paths", {})
+    # A literal path (``/v1/line-items/bulk``) is not an id of the templated one beside it.
+    templates = {path: paths[path]} if path in paths else paths
+    for template, item in templates.items():
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
             methods |= {method.upper() for method in item if method.isalpha()}

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backbeat.api.deps import PrincipalDep, ServicesDep, SessionDep
 from backbeat.api.problems import problem, validation_problem
@@ -56,6 +57,13 @@ def _invalid(errors: list[BookingError], request: Request) -> JSONResponse:
         request.url.path,
         errors=[error.model_dump() for error in errors],
     )
+
+
+@router.api_route("/bulk", methods=["GET", "PATCH"], include_in_schema=False)
+def bulk_takes_post_only() -> None:
+    """``bulk`` is not a line item id: ``GET``/``PATCH`` here are 405 (``Allow: POST``), not
+    the 422 the ``/v1/line-items/{id}`` route would give for a non-numeric id."""
+    raise StarletteHTTPException(status_code=405, detail="Method Not Allowed")
 
 
 @router.post(
