@@ -86,7 +86,7 @@ def test_invalid_creates_are_refused_and_write_nothing(client):
         ("campaigns", without(campaign, "name"), 422, "missing"),
         ("campaigns", {**campaign, "name": "   "}, 422, "string-too-short"),
         ("campaigns", {**campaign, "advertiser_id": 2**31 - 1}, 404, "advertiser-not-found"),
-        ("campaigns", without(campaign, "advertiser_id"), 422, "missing-advertiser_id"),
+        ("campaigns", without(campaign, "advertiser_id"), 422, "missing-advertiser-id"),
         # line items: money, targeting, caps
         ("line-items", {**line_item, "cpm": "-1"}, 422, "negative-amount"),
         ("line-items", {**line_item, "budget": "-100"}, 422, "negative-amount"),

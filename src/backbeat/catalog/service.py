@@ -172,7 +172,7 @@ def create_object(
             if principal.is_admin:
                 raise InvalidInput(
                     f"{resource.parent_field} is required",
-                    reason=f"missing-{resource.parent_field}",
+                    reason="missing-" + resource.parent_field.replace("_", "-"),
                 )
             parent_id = principal.advertiser_id
         parent = get_object(
