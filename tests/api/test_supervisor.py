@@ -103,15 +103,17 @@ def _tcp(port: int, state: str) -> set[int]:
     return inodes
 
 
-def _wait_ready(base: str) -> None:
+def _answering(port: int, workers: set[int]) -> None:
+    """Until every worker has answered a request of its own (on fresh connections)."""
+    answered: set[int] = set()
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    pytest.fail("server did not answer")
+    while answered != workers and time.monotonic() < deadline:
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            if conn.recv(65536).startswith(b"HTTP/1.1 200"):
+                established = _tcp(port, "01")
+                answered |= {pid for pid in workers if _sockets(pid) & established}
+    assert answered == workers
 
 
 def _stop(server: subprocess.Popen[bytes]) -> int:
@@ -128,7 +130,7 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(tmp_path):
     server = _serve(tmp_path, port)
     try:
         workers = _workers(server, 2)
-        _wait_ready(f"http://127.0.0.1:{port}")
+        _answering(port, workers)
         listening = _tcp(port, "0A")
         # Two listening sockets on one port, one in each worker (uvicorn's own supervisor
         # shares a single socket among all of them).
@@ -153,19 +155,6 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(tmp_path):
                 conn.close()
     finally:
         assert _stop(server) == 0
-
-
-def _answering(port: int, workers: set[int]) -> None:
-    """Until every worker has answered a request of its own (on fresh connections)."""
-    answered: set[int] = set()
-    deadline = time.monotonic() + 90
-    while answered != workers and time.monotonic() < deadline:
-        with socket.create_connection(("127.0.0.1", port)) as conn:
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            if conn.recv(65536).startswith(b"HTTP/1.1 200"):
-                established = _tcp(port, "01")
-                answered |= {pid for pid in workers if _sockets(pid) & established}
-    assert answered == workers
 
 
 def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path):
