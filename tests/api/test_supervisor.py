@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -125,60 +126,62 @@ def _stop(server: subprocess.Popen[bytes]) -> int:
         raise
 
 
-def test_each_worker_listens_on_its_own_socket_and_connections_spread(tmp_path):
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], set[int]]]:
+    """``backbeat serve --workers 2`` with both workers answering; stopped (status 0) after."""
     port = _free_port()
     server = _serve(tmp_path, port)
     try:
         workers = _workers(server, 2)
         _answering(port, workers)
-        listening = _tcp(port, "0A")
-        # Two listening sockets on one port, one in each worker (uvicorn's own supervisor
-        # shares a single socket among all of them).
-        assert len(listening) == 2
-        held = {pid: _sockets(pid) & listening for pid in workers}
-        assert sorted(len(inodes) for inodes in held.values()) == [1, 1]
-        assert held[min(workers)] != held[max(workers)]
-        # 32 kept-alive connections opened together: the kernel spreads them by address
-        # hash, whichever worker is idle (one worker holding 28 or more: p < 3e-6).
-        connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
-        try:
-            for conn in connections:
-                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            for conn in connections:
-                assert conn.recv(65536).startswith(b"HTTP/1.1 200")
-            established = _tcp(port, "01")
-            per_worker = Counter({pid: len(_sockets(pid) & established) for pid in workers})
-            assert sum(per_worker.values()) == 32
-            assert all(4 <= count <= 28 for count in per_worker.values()), per_worker
-        finally:
-            for conn in connections:
-                conn.close()
+        yield port, server, workers
     finally:
-        assert _stop(server) == 0
+        if server.poll() is None:
+            assert _stop(server) == 0
 
 
-def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(tmp_path):
-    port = _free_port()
-    server = _serve(tmp_path, port)
+def test_each_worker_listens_on_its_own_socket_and_connections_spread(two_workers):
+    port, _server, workers = two_workers
+    listening = _tcp(port, "0A")
+    # Two listening sockets on one port, one in each worker (uvicorn's own supervisor
+    # shares a single socket among all of them).
+    assert len(listening) == 2
+    held = {pid: _sockets(pid) & listening for pid in workers}
+    assert sorted(len(inodes) for inodes in held.values()) == [1, 1]
+    assert held[min(workers)] != held[max(workers)]
+    # 32 kept-alive connections opened together: the kernel spreads them by address
+    # hash, whichever worker is idle (one worker holding 28 or more: p < 3e-6).
+    connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
     try:
-        workers = _workers(server, 2)
-        _answering(port, workers)
-        victim = min(workers)
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            now = {pid for pid in _children(server.pid) if _sockets(pid) & _tcp(port, "0A")}
-            if len(now) == 2 and victim not in now:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the dead worker was not replaced")
-        for _ in range(10):  # both workers answer again
-            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        survivors = _children(server.pid)
+        for conn in connections:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        for conn in connections:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        established = _tcp(port, "01")
+        per_worker = Counter({pid: len(_sockets(pid) & established) for pid in workers})
+        assert sum(per_worker.values()) == 32
+        assert all(4 <= count <= 28 for count in per_worker.values()), per_worker
     finally:
-        status = _stop(server)
-    assert status == 0
+        for conn in connections:
+            conn.close()
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(two_workers):
+    port, server, workers = two_workers
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = {pid for pid in _children(server.pid) if _sockets(pid) & _tcp(port, "0A")}
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the dead worker was not replaced")
+    for _ in range(10):  # both workers answer again
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    survivors = _children(server.pid)
+    assert _stop(server) == 0
     assert not any(Path(f"/proc/{pid}").exists() and _sockets(pid) for pid in survivors)
 
 
