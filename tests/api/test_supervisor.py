@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -203,3 +204,68 @@ def test_a_taken_port_is_refused_with_a_message(tmp_path):
 
 def taken_inode(sock: socket.socket) -> int:
     return int(os.readlink(f"/proc/self/fd/{sock.fileno()}")[8:-1])
+
+
+def test_workers_that_cannot_start_stop_the_server_with_status_3(tmp_path):
+    """A worker whose start fails (here: no database there) would fail again: the
+    supervisor stops instead of restarting it forever."""
+    env = _env(tmp_path)
+    env["BACKBEAT_DATABASE_URL"] = f"postgresql://nobody@127.0.0.1:{_free_port()}/nothing"
+    errors = (tmp_path / "serve.err").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "backbeat.cli.main", "serve", "--port", str(_free_port()),
+         "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True,
+    )  # fmt: skip
+    try:
+        status = server.wait(timeout=120)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    assert status == 3
+    assert b"fail before serving" in (tmp_path / "serve.err").read_bytes()
+    assert not _children(server.pid)
+
+
+class _Dead:
+    """A worker process that has already exited (``served``: after it started serving)."""
+
+    def __init__(self, served: bool, exitcode: int = -9) -> None:
+        self.exitcode = exitcode
+        self.ready = threading.Event()
+        if served:
+            self.ready.set()
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_workers_dying_before_they_serve_stop_the_supervisor_after_three_in_a_row(monkeypatch):
+    from backbeat.api.supervisor import EARLY_DEATHS, Supervisor
+
+    supervisor = Supervisor("127.0.0.1", 0, 1, {})
+    # A worker that served and died is replaced; each replacement then dies before serving.
+    started = iter([_Dead(served=True), *(_Dead(served=False) for _ in range(EARLY_DEATHS))])
+    starts = []
+    monkeypatch.setattr(supervisor, "_start", lambda: starts.append(1) or next(started))
+    supervisor._processes = [supervisor._start()]
+    assert supervisor._watch() == 3
+    assert len(starts) == 1 + EARLY_DEATHS  # the first, then one per death but the last
+
+
+def test_a_worker_that_served_is_replaced_however_often_it_dies(monkeypatch):
+    from backbeat.api.supervisor import Supervisor
+
+    supervisor = Supervisor("127.0.0.1", 0, 1, {})
+    starts = []
+
+    def start() -> _Dead:
+        starts.append(1)
+        if len(starts) == 10:
+            supervisor._stopping.set()
+        return _Dead(served=True)
+
+    monkeypatch.setattr(supervisor, "_start", start)
+    supervisor._processes = [supervisor._start()]
+    assert supervisor._watch() == 0
+    assert len(starts) == 10

@@ -128,10 +128,14 @@ class Supervisor:
             for index, process in enumerate(self._processes):
                 if process.is_alive():
                     continue
-                if not process.ready.is_set() or process.exitcode == STARTUP_FAILURE:
-                    log.error("worker failed before serving; stopping", exit_code=process.exitcode)
+                served = process.ready.is_set()
+                self._early_deaths = 0 if served else self._early_deaths + 1
+                if process.exitcode == STARTUP_FAILURE or self._early_deaths >= EARLY_DEATHS:
+                    log.error("workers fail before serving; stopping", exit_code=process.exitcode)
                     return STARTUP_FAILURE
-                log.warning("worker died; starting another", exit_code=process.exitcode)
+                log.warning(
+                    "worker died; starting another", exit_code=process.exitcode, served=served
+                )
                 self._processes[index] = self._start()
         return 0
 

@@ -122,6 +122,9 @@ def _run_server(settings: Settings, host: str, port: int, workers: int) -> None:
         return
     # Several workers: a listening socket each (SO_REUSEPORT), so the kernel spreads kept-alive
     # connections over them; uvicorn's shared socket lets one idle worker take them all.
+    from backbeat.observability import configure_logging
+
+    configure_logging(settings.log_level, json=settings.log_json)  # the supervisor's own lines
     try:
         supervisor = Supervisor(host, port, workers, options)
     except PortInUse as error:
