@@ -3,10 +3,10 @@
 uvicorn's own supervisor hands every worker one shared listening socket, and whichever
 worker is idle when a connection arrives accepts it. Clients that keep a few connections
 alive (a load balancer's upstream pool, an ad inserter) then often land on one worker,
-which does all their work while the others idle: here 4 connections opened together all
-went to the same one of 2 workers, three times out of three, and 16 split 2 to 14. So each
-worker binds its own socket to the port with ``SO_REUSEPORT`` and the kernel spreads new
-connections over them by a hash of their addresses, whichever worker is busy.
+which does all their work while the others idle (``bench/bench_ingest.py`` counts how
+connections opened together spread). So each worker binds its own socket to the port with
+``SO_REUSEPORT`` and the kernel spreads new connections over them by a hash of their
+addresses, whichever worker is busy.
 
 The supervisor stays small: it starts the workers (``spawn``: nothing of the parent's
 state is inherited), forwards SIGTERM and SIGINT as a graceful stop (each worker finishes
