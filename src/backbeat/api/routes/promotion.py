@@ -179,7 +179,7 @@ async def promotion_events(
                 conversion_type=item.conversion_type.value if item.conversion_type else None,
             )
         )
-    scorer.record(events)  # before the append, so the log tail knows them as already counted
+    scorer.record(events)  # counted here: the scorer never tails this process's own segments
     try:
         await asyncio.wrap_future(services.event_log.append_many([e.to_bytes() for e in events]))
     except Exception as error:  # the disk, not the caller: retry later
